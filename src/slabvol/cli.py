@@ -1,0 +1,132 @@
+"""The edge, and the only module that writes to stdout.
+
+Two faces share one executable:
+
+* kubelet verbs (``init``, ``mount``, ``unmount`` and anything else the kubelet may
+  send): exactly one JSON object on stdout, nothing on stderr, exit 0 on Success and 1
+  otherwise. While the verb runs, file descriptors 1 and 2 point at /dev/null, so no
+  stray byte from any library or child can reach the kubelet's parser.
+* human commands (``status``, ``gc``, ``--help``, ``--version``): a click CLI.
+"""
+
+import json
+import os
+import sys
+
+HUMAN = ("status", "gc", "--help", "-h", "--version", "help")
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in HUMAN:
+        return human(argv)
+    return flex_main(argv)
+
+
+def flex_main(argv, environ=None):
+    out_fd = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        from .flex import FAILURE, exit_code, handle
+        try:
+            out = handle(argv, environ)
+        except BaseException as exc:  # noqa: BLE001 - nothing may escape the protocol
+            out = {"status": FAILURE, "message": f"internal error: {type(exc).__name__}: {exc}"}
+        code = exit_code(out)
+    except BaseException as exc:  # noqa: BLE001 - even an import failure is one JSON object
+        out, code = {"status": "Failure", "message": f"internal error: {exc!r}"}, 1
+    data = (json.dumps(out) + "\n").encode()
+    while data:
+        data = data[os.write(out_fd, data):]
+    os.close(out_fd)
+    return code
+
+
+# -- the human commands ---------------------------------------------------------------
+
+def human(argv):
+    import click
+
+    from . import __version__
+    from .errors import SlabvolError
+
+    @click.group(context_settings={"help_option_names": ["-h", "--help"]},
+                 help="ax/vol_plugin: warm Docker graph storage for Docker-in-Docker pods, "
+                      "carved as LVM slabs.\n\nThe kubelet calls `vol_plugin init`, "
+                      "`vol_plugin mount DIR JSON` and `vol_plugin unmount DIR`; those print "
+                      "one JSON object. The commands below are for people.")
+    @click.version_option(__version__, prog_name="vol_plugin (slabvol)")
+    def cli():
+        pass
+
+    @cli.command(help="Show the volume group and every slab.")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    def status(as_json):
+        data = _driver().status()
+        if as_json:
+            click.echo(json.dumps(data, indent=2, sort_keys=True))
+        else:
+            click.echo(format_status(data))
+
+    @cli.command(help="Repair after crashes and reboots: remove half-created slabs, return "
+                      "slabs of vanished pods to the pool. Prints what it changed.")
+    def gc():
+        repairs = _driver().gc()
+        for r in repairs:
+            click.echo(f"{r.action:6} {r.slab.lv_name}: {r.reason}")
+        click.echo(f"gc: {len(repairs)} slab(s) repaired")
+
+    @cli.command(name="help", hidden=True)
+    @click.pass_context
+    def help_(ctx):
+        click.echo(ctx.parent.get_help())
+
+    try:
+        cli.main(args=argv, prog_name="vol_plugin", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        return 1
+    except SlabvolError as exc:
+        click.echo(f"vol_plugin: {exc}", err=True)
+        return 1
+    return 0
+
+
+def _driver():
+    from . import config as config_mod
+    from .driver import Driver
+    from .logs import configure
+
+    config = config_mod.load()
+    configure(config)
+    return Driver(config)
+
+
+def format_status(data):
+    from datetime import datetime, timezone
+
+    vg = data["volume_group"]
+    lines = [f"volume group {vg['name']}: {vg['size_mb']} MiB, {vg['free_mb']} MiB free, "
+             f"{len(data['slabs'])} slab(s)"]
+    header = ("SLAB", "SIZE_MB", "FS", "STATE", "NAMESPACE", "POD", "USED", "LAST_USED",
+              "USES", "CACHE_KEY", "TYPE")
+    rows = [header]
+    for s in data["slabs"]:
+        last = (datetime.fromtimestamp(s["last_used"], timezone.utc).strftime("%Y-%m-%d %H:%M")
+                if s["last_used"] else "-")
+        used = f"{s['used_percent']:.0f}%" if s["used_percent"] is not None else "-"
+        rows.append((s["lv_name"], str(s["size_mb"]), s["fs_type"], s["state"],
+                     s["namespace"] or "-", s["pod_uid"] or "-", used, last,
+                     str(s["use_count"]), s["cache_key"] or "-",
+                     "anonymous" if s["type"] == "ax-anonymous" else "graph"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""Node configuration: an INI file, section [slabvol]; a missing file means defaults."""
+
+import configparser
+import os
+import re
+from dataclasses import dataclass, fields
+
+from .errors import ConfigError
+from .policy import SCOPES
+
+DEFAULT_PATH = "/etc/slabvol/slabvol.conf"
+ENV_VAR = "SLABVOL_CONFIG"
+SECTION = "slabvol"
+_VG_NAME = re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.\-]*")
+
+
+@dataclass(frozen=True)
+class Config:
+    volume_group: str = "slabvol"
+    kubelet_dir: str = "/var/lib/kubelet"
+    prune_used_percent: float = 50.0
+    cache_scope: str = "namespace"
+    log_file: str = "/var/log/slabvol.log"
+    log_max_bytes: int = 10 * 1024 * 1024
+    lock_file: str = "/run/lock/slabvol.lock"
+    lock_timeout: float = 60.0
+    metrics_file: str = ""
+    path: str = ""
+
+
+def config_path(environ=None):
+    environ = os.environ if environ is None else environ
+    return environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def load(path=None, environ=None):
+    """Read the config; raise ConfigError naming the file (and line) on any problem."""
+    path = path or config_path(environ)
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle, source=path)
+    except FileNotFoundError:
+        return Config(path=path)
+    except configparser.Error as exc:
+        raise ConfigError(f"config file {path} is broken: {_one_line(exc)}; fix it or move it "
+                          f"away to use the defaults") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    if parser.sections() and not parser.has_section(SECTION):
+        raise ConfigError(f"config file {path} has no [{SECTION}] section "
+                          f"(found {', '.join('[%s]' % s for s in parser.sections())})")
+    values = dict(parser.items(SECTION)) if parser.has_section(SECTION) else {}
+    return _build(path, values)
+
+
+def _one_line(exc):
+    return " ".join(str(exc).split())
+
+
+def _build(path, values):
+    known = {f.name: f for f in fields(Config) if f.name != "path"}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown key(s) {', '.join(unknown)} in "
+                          f"[{SECTION}]; known keys: {', '.join(known)}")
+    kwargs = {"path": path}
+    for key, text in values.items():
+        field_type = known[key].type
+        text = text.strip()
+        try:
+            if field_type in (int, "int"):
+                kwargs[key] = int(text)
+            elif field_type in (float, "float"):
+                kwargs[key] = float(text)
+            else:
+                kwargs[key] = text
+        except ValueError:
+            raise ConfigError(f"config file {path}: {key} = {text!r} is not a number") from None
+    config = Config(**kwargs)
+    _check(config)
+    return config
+
+
+def _check(c):
+    problems = []
+    if not _VG_NAME.fullmatch(c.volume_group):
+        problems.append(f"volume_group = {c.volume_group!r} is not a valid LVM name")
+    if not os.path.isabs(c.kubelet_dir):
+        problems.append(f"kubelet_dir = {c.kubelet_dir!r} must be an absolute path")
+    if not 0 <= c.prune_used_percent <= 100:
+        problems.append(f"prune_used_percent = {c.prune_used_percent} must be within 0..100")
+    if c.cache_scope not in SCOPES:
+        problems.append(f"cache_scope = {c.cache_scope!r} must be one of {', '.join(SCOPES)}")
+    if c.lock_timeout <= 0:
+        problems.append("lock_timeout must be positive")
+    if problems:
+        raise ConfigError(f"config file {c.path}: " + "; ".join(problems))

@@ -1,0 +1,151 @@
+"""LVM adapter: builds argv lists, runs them through the runner, parses JSON reports.
+
+No slab policy lives here. Sizes are bytes. One field list drives both ``-o`` and the
+parser. Failures are classified into typed errors so callers can treat "not found"
+as a normal, idempotent case.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from .errors import CommandError, NoRoom, SlabvolError
+
+REPORT_FLAGS = ("--reportformat", "json", "--units", "b", "--nosuffix")
+VG_FIELDS = ("vg_name", "vg_size", "vg_free", "vg_extent_size")
+LV_FIELDS = ("lv_name", "lv_path", "lv_size", "lv_tags", "lv_active",
+             "lv_kernel_major", "lv_kernel_minor")
+
+
+class VgNotFound(SlabvolError):
+    """The configured volume group does not exist on this node."""
+
+
+class LvNotFound(SlabvolError):
+    """The logical volume does not exist."""
+
+
+@dataclass(frozen=True)
+class VolumeGroup:
+    name: str
+    size: int
+    free: int
+    extent_size: int
+
+
+@dataclass(frozen=True)
+class LogicalVolume:
+    name: str
+    path: str
+    size: int
+    tags: Tuple[str, ...]
+    active: bool
+    major: Optional[int]
+    minor: Optional[int]
+
+
+def _int(text, default=None):
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        return default
+    return value
+
+
+def parse_report(text, vg_name):
+    """Parse ``vgs`` JSON carrying both VG and LV fields: one row per LV, or one row with
+    empty LV fields for a VG without LVs. Returns (VolumeGroup, [LogicalVolume])."""
+    try:
+        report = json.loads(text)["report"]
+        rows = [row for section in report for rows in section.values() for row in rows]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SlabvolError(f"could not parse the LVM report for volume group {vg_name!r} "
+                           f"({exc}); run `vgs {vg_name}` by hand to see what LVM says") from None
+    rows = [row for row in rows if row.get("vg_name") == vg_name]
+    if not rows:
+        raise VgNotFound(_vg_missing(vg_name))
+    first = rows[0]
+    try:
+        vg = VolumeGroup(vg_name, int(first["vg_size"]), int(first["vg_free"]),
+                         int(first["vg_extent_size"]))
+    except (KeyError, ValueError) as exc:
+        raise SlabvolError(f"the LVM report for {vg_name!r} lacks a usable {exc}") from None
+    lvs = []
+    for row in rows:
+        if not row.get("lv_name"):
+            continue
+        major = _int(row.get("lv_kernel_major"), -1)
+        minor = _int(row.get("lv_kernel_minor"), -1)
+        tags = tuple(t for t in row.get("lv_tags", "").split(",") if t)
+        lvs.append(LogicalVolume(
+            name=row["lv_name"], path=row.get("lv_path") or f"/dev/{vg_name}/{row['lv_name']}",
+            size=_int(row.get("lv_size"), 0), tags=tags,
+            active=row.get("lv_active", "") == "active",
+            major=None if major < 0 else major, minor=None if minor < 0 else minor))
+    return vg, lvs
+
+
+def _vg_missing(vg_name):
+    return (f"volume group {vg_name!r} not found on this node; create it with "
+            f"`install.sh --disk /dev/DISK` (or `--loopback`), or set volume_group in the "
+            f"slabvol config")
+
+
+def _classify(error, vg_name, lv_name=None):
+    text = error.stderr
+    if "Volume group" in text and "not found" in text:
+        return VgNotFound(_vg_missing(vg_name))
+    if lv_name and ("Failed to find logical volume" in text or "not found" in text):
+        return LvNotFound(f"logical volume {vg_name}/{lv_name} does not exist")
+    if "Insufficient free" in text or "insufficient free" in text:
+        return NoRoom(f"volume group {vg_name!r} has no room: {text.strip()}")
+    return error
+
+
+class Lvm:
+    """The commands slabvol needs, for one volume group."""
+
+    def __init__(self, runner, vg_name):
+        self.runner = runner
+        self.vg = vg_name
+
+    def _run(self, argv, lv_name=None):
+        try:
+            return self.runner.run(argv)
+        except CommandError as exc:
+            raise _classify(exc, self.vg, lv_name) from None
+
+    def report(self):
+        """(VolumeGroup, [LogicalVolume]) from one ``vgs`` call."""
+        argv = ["vgs", *REPORT_FLAGS, "-o", ",".join(VG_FIELDS + LV_FIELDS), self.vg]
+        return parse_report(self._run(argv).stdout, self.vg)
+
+    def create(self, lv_name, size_bytes, tags):
+        argv = ["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y",
+                "--name", lv_name, "--size", f"{size_bytes}b"]
+        for tag in tags:
+            argv += ["--addtag", tag]
+        argv.append(self.vg)
+        self._run(argv)
+
+    def change_tags(self, lv_name, delete=(), add=()):
+        argv = ["lvchange"]
+        for tag in delete:
+            argv += ["--deltag", tag]
+        for tag in add:
+            argv += ["--addtag", tag]
+        if len(argv) == 1:
+            return
+        argv.append(f"{self.vg}/{lv_name}")
+        self._run(argv, lv_name)
+
+    def activate(self, lv_name):
+        self._run(["lvchange", "--activate", "y", f"{self.vg}/{lv_name}"], lv_name)
+
+    def remove(self, lv_name):
+        """Remove an LV; one that is already gone counts as removed."""
+        try:
+            self._run(["lvremove", "--yes", f"{self.vg}/{lv_name}"], lv_name)
+        except LvNotFound:
+            return False
+        return True

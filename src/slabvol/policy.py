@@ -1,0 +1,170 @@
+"""The slab policy, as pure functions: no I/O, no LVM, no clock.
+
+Read this module as the specification of which slab a pod gets, what is evicted to
+make room, what happens to a slab when its pod is done, and what ``gc`` repairs.
+"""
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from . import slab as S
+
+MIB = 1024 * 1024
+SCOPE_NAMESPACE = "namespace"
+SCOPE_NODE = "node"
+SCOPES = (SCOPE_NAMESPACE, SCOPE_NODE)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a pod asked for (already validated)."""
+
+    size_mb: int
+    fs_type: str = "ext4"
+    type: str = S.GRAPH
+    namespace: str = ""
+    cache_key: str = ""
+    pod_uid: str = ""
+
+    @property
+    def anonymous(self):
+        return self.type == S.ANONYMOUS
+
+
+@dataclass(frozen=True)
+class Reuse:
+    slab: S.Slab
+
+
+@dataclass(frozen=True)
+class Create:
+    size_bytes: int
+    evict: Tuple[S.Slab, ...] = ()
+
+
+@dataclass(frozen=True)
+class Refuse:
+    message: str
+
+
+def lv_bytes(size_mb, extent_size):
+    """The LV size LVM will allocate for ``size_mb``: rounded up to whole extents."""
+    wanted = size_mb * MIB
+    extents = -(-wanted // extent_size)
+    return extents * extent_size
+
+
+def _mib(nbytes):
+    return nbytes // MIB
+
+
+def in_scope(slab, request, scope):
+    """May ``request``'s pod see what ``slab``'s last user left in it?"""
+    return scope == SCOPE_NODE or slab.namespace == request.namespace
+
+
+def reusable(slab, request, scope, busy):
+    """A free graph slab of exactly the requested size and fs, in scope, mounted nowhere."""
+    return (slab.state == S.FREE and not slab.anonymous and not request.anonymous
+            and slab.size_mb == request.size_mb and slab.fs_type == request.fs_type
+            and in_scope(slab, request, scope) and slab.lv_name not in busy)
+
+
+def evictable(slab, busy):
+    return slab.state == S.FREE and slab.lv_name not in busy
+
+
+def lru_key(slab):
+    return (slab.last_used or 0, slab.lv_name)
+
+
+def plan_mount(request, vg, slabs, busy=frozenset(), scope=SCOPE_NAMESPACE):
+    """Decide how to serve ``request``.
+
+    ``vg`` is the VolumeGroup (bytes), ``slabs`` every slab in it, ``busy`` the names of
+    slabs the kernel's mount table shows mounted anywhere.
+
+    1. Reuse a free slab that is ``reusable``: same cache_key first, then most recently used.
+    2. Else create one, if the VG's free space holds it.
+    3. Else evict free slabs (mounted nowhere), least recently used first, only as many as
+       needed and only if that actually makes room; never a slab in use.
+    4. Else refuse, saying how much was asked, is free, and is held by slabs in use.
+    """
+    if not request.anonymous:
+        candidates = [s for s in slabs if reusable(s, request, scope, busy)]
+        if candidates:
+            best = max(candidates, key=lambda s: (
+                bool(request.cache_key) and s.cache_key == request.cache_key, lru_key(s)))
+            return Reuse(best)
+
+    need = lv_bytes(request.size_mb, vg.extent_size)
+    if need > vg.size:
+        return Refuse(f"size_mb={request.size_mb} is larger than the whole volume group "
+                      f"{vg.name!r} ({_mib(vg.size)} MiB); ask for less")
+    if need <= vg.free:
+        return Create(need)
+
+    room, evict = vg.free, []
+    for victim in sorted((s for s in slabs if evictable(s, busy)), key=lru_key):
+        if room >= need:
+            break
+        evict.append(victim)
+        room += victim.size_bytes
+    if room >= need:
+        return Create(need, tuple(evict))
+
+    in_use = sum(s.size_bytes for s in slabs if s.state != S.FREE)
+    return Refuse(
+        f"no room for a {request.size_mb} MiB slab in volume group {vg.name!r}: "
+        f"{_mib(vg.free)} MiB free, {_mib(in_use)} MiB held by slabs in use or in transition, "
+        f"{_mib(room - vg.free)} MiB in free slabs that could be evicted; the kubelet retries "
+        f"when a pod releases its slab (or grow the VG, or ask for less)")
+
+
+# What happens to a slab when its pod is done.
+REMOVE = "remove"
+KEEP = "free"
+
+
+def plan_release(slab, used_percent: Optional[float], prune_used_percent):
+    """(REMOVE or KEEP, reason) for a slab whose pod has unmounted it."""
+    if slab.anonymous:
+        return REMOVE, "anonymous slab: never reused"
+    if used_percent is None:
+        return KEEP, "usage could not be read: kept rather than risk deleting a good cache"
+    if used_percent > prune_used_percent:
+        return REMOVE, (f"pruned: {used_percent:.1f}% used is above "
+                        f"prune_used_percent={prune_used_percent}")
+    return KEEP, f"{used_percent:.1f}% used"
+
+
+# What gc repairs.
+@dataclass(frozen=True)
+class Repair:
+    action: str  # REMOVE or KEEP (return to the pool)
+    slab: S.Slab
+    reason: str
+
+
+def plan_repair(slabs, busy, live_dirs):
+    """Repairs after crashes and reboots.
+
+    ``busy``: names of slabs mounted anywhere; ``live_dirs``: the mount dirs of in-use
+    slabs that still exist. Must only be called under the node lock, so no other slabvol
+    operation is mid-flight and every transitional state belongs to a dead process.
+    """
+    repairs = []
+    for s in slabs:
+        if s.lv_name in busy:
+            continue  # mounted: in use by something, never touched
+        if s.state == S.CREATING:
+            repairs.append(Repair(REMOVE, s, "half-created by an interrupted mount"))
+        elif s.state == S.FREE and s.anonymous:
+            repairs.append(Repair(REMOVE, s, "anonymous slab left free: never reused"))
+        elif s.state == S.IN_USE and s.mount_dir not in live_dirs:
+            if s.anonymous:
+                repairs.append(Repair(REMOVE, s, "anonymous slab of a pod that is gone"))
+            else:
+                repairs.append(Repair(KEEP, s, f"pod dir {s.mount_dir} is gone and the slab "
+                                                "is not mounted: returned to the pool"))
+    return repairs

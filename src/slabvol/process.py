@@ -1,0 +1,70 @@
+"""The single seam through which slabvol runs external programs.
+
+``Runner.run`` is for commands that change something (raises :class:`CommandError`
+on a non-zero exit); ``Runner.call`` is for queries (returns the result, whatever the
+exit code). Output is always captured: a child must never write to the kubelet's
+stdout or stderr. Tests replace the runner with a fake that records argv lists.
+"""
+
+import logging
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+
+from .errors import CommandError, ToolMissing
+
+log = logging.getLogger(__name__)
+
+# Where each tool comes from, for the "not installed" message.
+PACKAGES = {
+    "lvs": "lvm2", "vgs": "lvm2", "lvcreate": "lvm2", "lvchange": "lvm2", "lvremove": "lvm2",
+    "pvcreate": "lvm2", "vgcreate": "lvm2", "vgchange": "lvm2",
+    "mkfs.ext4": "e2fsprogs", "mkfs.xfs": "xfsprogs",
+    "mount": "mount", "umount": "mount",
+}
+
+DEFAULT_TIMEOUT = 300
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self):
+        return self.returncode == 0
+
+
+class Runner:
+    """Runs programs with a fixed, machine-readable environment."""
+
+    def __init__(self, timeout=DEFAULT_TIMEOUT):
+        self.timeout = timeout
+        self.env = dict(os.environ, LC_ALL="C", LANG="C", LVM_SUPPRESS_FD_WARNINGS="1")
+
+    def call(self, argv):
+        argv = [str(a) for a in argv]
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=self.env, timeout=self.timeout,
+                                  check=False, universal_newlines=True)
+        except FileNotFoundError:
+            package = PACKAGES.get(os.path.basename(argv[0]), "the package that provides it")
+            raise ToolMissing(f"`{argv[0]}` is not installed on this node; install {package} "
+                              f"(e.g. `apt-get install {package}`) and retry") from None
+        except subprocess.TimeoutExpired:
+            raise CommandError(argv, -1, f"timed out after {self.timeout} s") from None
+        log.debug("ran %s -> %d in %.2f s", " ".join(argv), proc.returncode,
+                  time.monotonic() - started)
+        return Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+
+    def run(self, argv):
+        result = self.call(argv)
+        if not result.ok:
+            raise CommandError(result.argv, result.returncode, result.stderr, result.stdout)
+        return result

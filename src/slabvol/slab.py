@@ -1,0 +1,146 @@
+"""A slab's bookkeeping, kept on the volume group itself as LVM tags.
+
+Every slab is a logical volume carrying tags ``slabvol.<key>=<value>``. LVs without a
+``slabvol.`` tag belong to someone else and are never touched. Tag values are encoded
+so that any text fits LVM's tag alphabet (``A-Za-z0-9_+.-/=!:#&``): every byte outside
+``A-Za-z0-9_+.-/:`` becomes ``&XX`` (two lower-case hex digits of its UTF-8 bytes).
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+PREFIX = "slabvol."
+SCHEMA_VERSION = "1"
+
+# States. A slab is "in-use" from the moment it is claimed for a mount dir until it is
+# released; "creating" covers lvcreate..mkfs (a crash there leaves a slab gc removes).
+CREATING = "creating"
+IN_USE = "in-use"
+FREE = "free"
+STATES = (CREATING, IN_USE, FREE)
+
+# Types.
+GRAPH = "ax-docker-graph-storage"
+ANONYMOUS = "ax-anonymous"
+TYPES = (GRAPH, ANONYMOUS)
+
+# Tag keys, one per field of Slab.
+KEYS = {
+    "state": "state", "size_mb": "size_mb", "fs_type": "fs", "type": "type",
+    "namespace": "ns", "pod_uid": "pod", "mount_dir": "dir", "cache_key": "key",
+    "last_used": "last_used", "use_count": "uses",
+}
+INT_FIELDS = ("size_mb", "last_used", "use_count")
+
+_PLAIN = re.compile(r"[A-Za-z0-9_+.\-/:]")
+_ESCAPE = re.compile(r"&([0-9a-fA-F]{2})")
+MAX_TAG_LENGTH = 1024
+
+
+def encode(value):
+    out = []
+    for char in str(value):
+        if _PLAIN.fullmatch(char):
+            out.append(char)
+        else:
+            out.extend(f"&{byte:02x}" for byte in char.encode("utf-8"))
+    return "".join(out)
+
+
+def decode(text):
+    raw = bytearray()
+    pos = 0
+    for match in _ESCAPE.finditer(text):
+        raw += text[pos:match.start()].encode("utf-8")
+        raw.append(int(match.group(1), 16))
+        pos = match.end()
+    raw += text[pos:].encode("utf-8")
+    return raw.decode("utf-8", errors="replace")
+
+
+def make_tag(key, value):
+    return f"{PREFIX}{key}={encode(value)}"
+
+
+@dataclass(frozen=True)
+class Slab:
+    """One slab: the LV's facts plus the decoded slabvol tags."""
+
+    lv_name: str
+    lv_path: str
+    size_bytes: int
+    active: bool = True
+    major: Optional[int] = None
+    minor: Optional[int] = None
+    state: str = ""
+    size_mb: Optional[int] = None
+    fs_type: str = ""
+    type: str = GRAPH
+    namespace: str = ""
+    pod_uid: str = ""
+    mount_dir: str = ""
+    cache_key: str = ""
+    last_used: Optional[int] = None
+    use_count: int = 0
+    raw_tags: Dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def anonymous(self):
+        return self.type == ANONYMOUS
+
+    @property
+    def device(self):
+        if self.major is None or self.minor is None:
+            return None
+        return (self.major, self.minor)
+
+    @classmethod
+    def from_lv(cls, lv):
+        """The slab an LV holds, or None when the LV is not a slab of ours."""
+        raw = {}
+        for tag in lv.tags:
+            if tag.startswith(PREFIX) and "=" in tag:
+                raw[tag[len(PREFIX):].split("=", 1)[0]] = tag
+        if "state" not in raw:
+            return None
+        values = {}
+        for name, key in KEYS.items():
+            if key in raw:
+                text = decode(raw[key].split("=", 1)[1])
+                if name in INT_FIELDS:
+                    try:
+                        text = int(text)
+                    except ValueError:
+                        continue
+                values[name] = text
+        return cls(lv_name=lv.name, lv_path=lv.path, size_bytes=lv.size, active=lv.active,
+                   major=lv.major, minor=lv.minor, raw_tags=raw, **values)
+
+
+def new_tags(**fields):
+    """The tags a new slab is created with."""
+    tags = [make_tag("v", SCHEMA_VERSION)]
+    for name, value in fields.items():
+        if value not in (None, ""):
+            tags.append(make_tag(KEYS[name], value))
+    return tags
+
+
+def retag(slab, **changes):
+    """(tags to delete, tags to add) that move ``slab`` to the changed field values.
+
+    A value of None or "" removes the field. Unchanged fields produce no tag work.
+    """
+    delete, add = [], []
+    for name, value in changes.items():
+        key = KEYS[name]
+        old = slab.raw_tags.get(key)
+        new = None if value in (None, "") else make_tag(key, value)
+        if old == new:
+            continue
+        if old is not None:
+            delete.append(old)
+        if new is not None:
+            add.append(new)
+    return delete, add
