@@ -152,8 +152,6 @@ class Driver:
         started = time.monotonic()
         self.lvm.change_tags(slab.lv_name, *S.retag(slab, **owner_fields))
         failpoint("mount:after-claim")
-        if not slab.active:
-            self.lvm.activate(slab.lv_name)
         self._mount_fs(slab, mount_dir, readonly, fresh=False)
         log.info("reuse %s (%s MiB %s, ns=%s, key=%s, %d earlier uses) for %s in %.2f s",
                  slab.lv_name, slab.size_mb, slab.fs_type, slab.namespace or "-",
@@ -191,6 +189,8 @@ class Driver:
         return Outcome(f"created slab {name}", "miss", evicted=len(decision.evict), slab=name)
 
     def _mount_fs(self, slab, mount_dir, readonly, fresh):
+        if not slab.active:  # e.g. after a reboot; also when finishing an interrupted mount
+            self.lvm.activate(slab.lv_name)
         argv = ["mount", "-t", slab.fs_type or "ext4"]
         if readonly:
             argv += ["-o", "ro"]

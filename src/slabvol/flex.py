@@ -27,6 +27,7 @@ NAMESPACE_KEY = "kubernetes.io/pod.namespace"
 POD_UID_KEY = "kubernetes.io/pod.uid"
 
 FS_TYPES = ("ext4", "xfs")
+XFS_MIN_MB = 300
 _POSITIVE_INT = re.compile(r"[1-9][0-9]{0,9}")
 _CACHE_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, no spaces
 
@@ -81,6 +82,9 @@ def parse_options(text):
     if fs_type not in FS_TYPES:
         raise BadRequest(f"fsType {fs_type!r} is not supported; use one of "
                          f"{', '.join(FS_TYPES)}")
+    if fs_type == "xfs" and int(size) < XFS_MIN_MB:
+        raise BadRequest(f"xfs needs size_mb of at least {XFS_MIN_MB} (mkfs.xfs refuses smaller "
+                         f"filesystems); ask for more or use ext4")
     cache_key = get("cache_key")
     if cache_key and not _CACHE_KEY.fullmatch(cache_key):
         raise BadRequest("option cache_key must be 1 to 200 printable ASCII characters "

@@ -1,0 +1,339 @@
+"""An in-memory node for the driver tests: a fake volume group, mkfs, mount and umount.
+
+``FakeNode`` stands in for ``process.Runner``: the same ``call(argv)`` / ``run(argv)``
+signatures, the same ``process.Result``, and ``run`` raises ``CommandError`` on a non-zero
+exit like the real one. It understands exactly the argv forms ``lvm.py`` and ``driver.py``
+build and fails the test on anything else. Its output, exit codes and error texts copy
+real LVM 2.03.16 / util-linux 2.38 output as captured in tests/fixtures/lvm/ (see the
+README there); in particular ``vgs`` with LV fields returns no row at all for a VG without
+LVs, and tags come back sorted.
+
+It keeps a kernel mount table in sync with mount/umount (``read_mounts``) and serves
+filesystem usage per mount dir (``usage``).
+"""
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from slabvol import slab as S
+from slabvol.errors import CommandError
+from slabvol.lvm import LV_FIELDS, REPORT_FLAGS, VG_FIELDS
+from slabvol.mounts import Mount, MountTable
+from slabvol.process import Result
+
+MIB = 1024 * 1024
+KUBELET = "/var/lib/kubelet"
+CLOCK = 1_700_000_000
+DM_MAJOR = 254
+LVM_TAG = re.compile(r"[A-Za-z0-9_+.\-/=!:#&]+")
+MKFS = {
+    "ext4": ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1"],
+    "xfs": ["mkfs.xfs", "-q", "-f", "-n", "ftype=1"],
+}
+
+
+def pod_dir(uid="uid-1", name="docker"):
+    return f"{KUBELET}/pods/{uid}/volumes/ax~vol_plugin/{name}"
+
+
+def make_driver(node, config):
+    """A Driver whose runner, mount table and usage are the fake node's; new slabs are
+    named slab_1, slab_2, ... and the clock stands still at CLOCK."""
+    from slabvol.driver import Driver
+    names = iter(f"slab_{i}" for i in range(1, 1000))
+    return Driver(config, runner=node, read_mounts=node.read_mounts, usage=node.usage,
+                  clock=lambda: CLOCK, new_name=lambda: next(names))
+
+
+def free_slab(node, name, size_mb=1024, ns="team-a", fs="ext4", last_used=100, key="",
+              active=True):
+    """A slab an earlier pod left in the pool."""
+    return node.add_lv(name, size_mb, S.new_tags(
+        state=S.FREE, size_mb=size_mb, fs_type=fs, type=S.GRAPH, namespace=ns, cache_key=key,
+        last_used=last_used, use_count=1), active=active, fs=fs)
+
+
+def claimed_slab(node, name, mount_dir, size_mb=1024, type=S.GRAPH, active=True,
+                 state=S.IN_USE):
+    """A slab claimed for ``mount_dir`` by an earlier process, not mounted (yet)."""
+    return node.add_lv(name, size_mb, S.new_tags(
+        state=state, size_mb=size_mb, fs_type="ext4", type=type, namespace="team-a",
+        pod_uid="uid-x", mount_dir=mount_dir, cache_key="repo-x", last_used=100, use_count=4),
+        active=active)
+
+
+def report_json(section, rows):
+    """A report laid out exactly as ``--reportformat json`` prints it."""
+    lines = ["  {", '      "report": [', "          {", f'              "{section}": [']
+    body = [" " * 18 + json.dumps(row, separators=(", ", ":"), ensure_ascii=False)
+            for row in rows]
+    if body:
+        lines.append(",\n".join(body))
+    lines += ["              ]", "          }", "      ]", "  }"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class FakeLv:
+    name: str
+    size: int
+    tags: List[str]
+    minor: int
+    active: bool = True
+    fs: Optional[str] = None  # set by mkfs
+
+
+class Crash(BaseException):
+    """A simulated ``kill -9``: no ``except`` clause of slabvol catches it."""
+
+
+@dataclass
+class FakeNode:
+    vg_name: str = "slabvol"
+    vg_size: int = 10240 * MIB
+    extent_size: int = 4 * MIB
+    lvs: dict = field(default_factory=dict)
+    mounts: List[Mount] = field(default_factory=list)
+    calls: List[list] = field(default_factory=list)
+    failures: dict = field(default_factory=dict)  # program -> (rc, stderr), one-shot
+    busy_dirs: set = field(default_factory=set)  # umount says "target is busy"
+    used: dict = field(default_factory=dict)  # mount dir -> used percent (None: unreadable)
+    missing_vg: bool = False
+    crash_after: Optional[int] = None  # raise Crash once the N-th command has taken effect
+
+    # -- the Runner interface ------------------------------------------------------------
+
+    def call(self, argv):
+        argv = [str(a) for a in argv]
+        self.calls.append(argv)
+        program = argv[0]
+        if program in self.failures:
+            rc, stderr = self.failures.pop(program)
+            return Result(tuple(argv), rc, "", stderr)
+        handler = {"vgs": self._vgs, "lvcreate": self._lvcreate, "lvchange": self._lvchange,
+                   "lvremove": self._lvremove, "mkfs.ext4": self._mkfs, "mkfs.xfs": self._mkfs,
+                   "mount": self._mount, "umount": self._umount}.get(program)
+        if handler is None:
+            raise AssertionError(f"the fake node does not know {argv}")
+        rc, stdout, stderr = handler(argv)
+        if self.crash_after is not None and len(self.calls) >= self.crash_after:
+            self.crash_after = None
+            raise Crash(f"killed right after {argv}")
+        return Result(tuple(argv), rc, stdout, stderr)
+
+    def run(self, argv):
+        result = self.call(argv)
+        if not result.ok:
+            raise CommandError(result.argv, result.returncode, result.stderr, result.stdout)
+        return result
+
+    # -- seams for the driver ------------------------------------------------------------
+
+    def read_mounts(self):
+        return MountTable(list(self.mounts))
+
+    def usage(self, path):
+        return self.used.get(path, 10.0)
+
+    # -- test helpers --------------------------------------------------------------------
+
+    @property
+    def free(self):
+        return self.vg_size - sum(lv.size for lv in self.lvs.values())
+
+    def add_lv(self, name, size_mb, tags=(), active=True, fs="ext4"):
+        """An LV that already exists on the node (made by an earlier process)."""
+        self.lvs[name] = FakeLv(name, size_mb * MIB, sorted(set(tags)), self._next_minor(),
+                                active, fs)
+        return self.lvs[name]
+
+    def mount_by_hand(self, device, mountpoint, fs_type="ext4", source="/dev/sda1"):
+        self.mounts.append(Mount(device, mountpoint, fs_type, source))
+
+    def device(self, name):
+        return (DM_MAJOR, self.lvs[name].minor)
+
+    def mounted_at(self, path):
+        return self.read_mounts().at(path)
+
+    def programs(self):
+        return [argv[0] for argv in self.calls]
+
+    def changes(self):
+        """The argv of every command except the read-only report."""
+        return [argv for argv in self.calls if argv[0] != "vgs"]
+
+    def slab_tags(self, name):
+        return {t.split("=", 1)[0][len("slabvol."):]: t.split("=", 1)[1]
+                for t in self.lvs[name].tags if t.startswith("slabvol.")}
+
+    def state(self, name):
+        return self.slab_tags(name).get("state")
+
+    def check_invariants(self):
+        """No device mounted twice, no slab mid-creation, every mount a known LV."""
+        devices = [m.device for m in self.mounts if m.device[0] == DM_MAJOR]
+        assert len(devices) == len(set(devices)), f"a slab is mounted twice: {self.mounts}"
+        for lv in self.lvs.values():
+            assert "slabvol.state=creating" not in lv.tags, f"{lv.name} left creating"
+            if "slabvol.state=in-use" in lv.tags:
+                assert lv.fs is not None, f"{lv.name} in use without a filesystem"
+
+    # -- commands ------------------------------------------------------------------------
+
+    def _next_minor(self):
+        used = {lv.minor for lv in self.lvs.values()}
+        return next(m for m in range(1000) if m not in used)  # dm reuses minors
+
+    def _no_vg(self):
+        return (5, "", f'  Volume group "{self.vg_name}" not found\n'
+                       f"  Cannot process volume group {self.vg_name}\n")
+
+    def _lv_arg(self, text):
+        vg, _, name = text.partition("/")
+        assert vg == self.vg_name and name, text
+        return name
+
+    def _no_lv(self, name):
+        return 5, "", f'  Failed to find logical volume "{self.vg_name}/{name}"\n'
+
+    def _vgs(self, argv):
+        assert argv[:6] == ["vgs", *REPORT_FLAGS] and argv[6] == "-o" and len(argv) == 9, argv
+        assert argv[8] == self.vg_name, argv
+        fields = argv[7].split(",")
+        assert fields in (list(VG_FIELDS + LV_FIELDS), list(VG_FIELDS)), fields
+        if self.missing_vg:
+            rc, _, stderr = self._no_vg()
+            return rc, report_json("vg", []), stderr
+        vg = {"vg_name": self.vg_name, "vg_size": str(self.vg_size),
+              "vg_free": str(self.free), "vg_extent_size": str(self.extent_size)}
+        if fields == list(VG_FIELDS):
+            return 0, report_json("vg", [vg]), ""
+        rows = []
+        for lv in self.lvs.values():
+            values = dict(vg, lv_name=lv.name, lv_path=f"/dev/{self.vg_name}/{lv.name}",
+                          lv_size=str(lv.size), lv_tags=",".join(sorted(lv.tags)),
+                          lv_active="active" if lv.active else "",
+                          lv_kernel_major=str(DM_MAJOR) if lv.active else "-1",
+                          lv_kernel_minor=str(lv.minor) if lv.active else "-1")
+            rows.append({f: values[f] for f in fields})
+        return 0, report_json("vg", rows), ""  # no row at all for a VG without LVs
+
+    def _tags(self, argv, i, flag):
+        tags = []
+        while i < len(argv) and argv[i] == flag:
+            tag = argv[i + 1]
+            if not LVM_TAG.fullmatch(tag):
+                return None, i, (3, "", f"  Invalid argument for {flag}: {tag}\n"
+                                        f"  Error during parsing of command line.\n")
+            tags.append(tag)
+            i += 2
+        return tags, i, None
+
+    def _lvcreate(self, argv):
+        assert argv[:6] == ["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y"], argv
+        assert argv[6] == "--name" and argv[8] == "--size" and argv[9].endswith("b"), argv
+        name, size = argv[7], int(argv[9][:-1])
+        tags, i, error = self._tags(argv, 10, "--addtag")
+        if error:
+            return error
+        assert argv[i:] == [self.vg_name], argv
+        if self.missing_vg:
+            return self._no_vg()
+        if name in self.lvs:
+            return 5, "", (f'  Logical Volume "{name}" already exists in volume group '
+                           f'"{self.vg_name}"\n')
+        extents = -(-size // self.extent_size)
+        if extents * self.extent_size > self.free:
+            return 5, "", (f'  Volume group "{self.vg_name}" has insufficient free space '
+                           f"({self.free // self.extent_size} extents): {extents} required.\n")
+        self.lvs[name] = FakeLv(name, extents * self.extent_size, sorted(set(tags)),
+                                self._next_minor())
+        return 0, f'  Logical volume "{name}" created.\n', ""
+
+    def _lvchange(self, argv):
+        if argv[1] == "--activate":
+            assert argv[2] == "y" and len(argv) == 4, argv
+            name = self._lv_arg(argv[3])
+            if name not in self.lvs:
+                return self._no_lv(name)
+            self.lvs[name].active = True
+            return 0, "", ""
+        delete, i, error = self._tags(argv, 1, "--deltag")
+        if error:
+            return error
+        add, i, error = self._tags(argv, i, "--addtag")
+        if error:
+            return error
+        assert delete or add, argv
+        assert i == len(argv) - 1, argv
+        name = self._lv_arg(argv[i])
+        if name not in self.lvs:
+            return self._no_lv(name)
+        lv = self.lvs[name]
+        lv.tags = sorted((set(lv.tags) - set(delete)) | set(add))
+        return 0, f"  Logical volume {self.vg_name}/{name} changed.\n", ""
+
+    def _lvremove(self, argv):
+        assert argv[1] == "--yes" and len(argv) == 3, argv
+        name = self._lv_arg(argv[2])
+        if name not in self.lvs:
+            return self._no_lv(name)
+        if self.read_mounts().of_device(self.device(name)):
+            return 5, "", f"  Logical volume {self.vg_name}/{name} contains a filesystem in use.\n"
+        del self.lvs[name]
+        return 0, f'  Logical volume "{name}" successfully removed.\n', ""
+
+    def _lv_of_path(self, path):
+        prefix = f"/dev/{self.vg_name}/"
+        name = path[len(prefix):] if path.startswith(prefix) else None
+        lv = self.lvs.get(name)
+        return lv if lv is not None and lv.active else None
+
+    def _mkfs(self, argv):
+        fs = argv[0].split(".", 1)[1]
+        assert argv[:-1] == MKFS[fs], argv
+        lv = self._lv_of_path(argv[-1])
+        if lv is None:
+            return 1, "", (f"Error accessing specified device {argv[-1]}: "
+                           f"No such file or directory\n")
+        lv.fs = fs
+        return 0, "", ""
+
+    def _mount(self, argv):
+        assert argv[1] == "-t", argv
+        fs, rest = argv[2], argv[3:]
+        if rest[:2] == ["-o", "ro"]:
+            rest = rest[2:]
+        assert len(rest) == 2, argv
+        device, target = rest
+        lv = self._lv_of_path(device)
+        if lv is None:
+            return 32, "", (f"mount: {target}: special device {device} does not exist.\n"
+                            f"       dmesg(1) may have more information after failed mount "
+                            f"system call.\n")
+        if not os.path.isdir(target):
+            return 32, "", f"mount: {target}: mount point does not exist.\n"
+        if lv.fs != fs:
+            return 32, "", (f"mount: {target}: wrong fs type, bad option, bad superblock on "
+                            f"{device}, missing codepage or helper program, or other error.\n")
+        source = f"/dev/mapper/{self.vg_name}-{lv.name}"
+        if any(m.device == (DM_MAJOR, lv.minor) and m.mountpoint == target
+               for m in self.mounts):
+            return 32, "", f"mount: {target}: {source} already mounted on {target}.\n"
+        self.mounts.append(Mount((DM_MAJOR, lv.minor), target, fs, source))
+        return 0, "", ""
+
+    def _umount(self, argv):
+        assert len(argv) == 2, argv
+        target = argv[1]
+        if target in self.busy_dirs:
+            return 32, "", f"umount: {target}: target is busy.\n"
+        mount = self.read_mounts().at(target)
+        if mount is None:
+            return 32, "", f"umount: {target}: not mounted.\n"
+        self.mounts.remove(mount)
+        return 0, "", ""

@@ -1,0 +1,66 @@
+"""The human commands (status, gc) in-process, on the fake node."""
+
+import json
+
+import pytest
+
+from slabvol import cli
+from slabvol import slab as S
+
+from fakes import CLOCK, claimed_slab, free_slab, make_driver, pod_dir
+
+
+@pytest.fixture
+def human(node, config, monkeypatch):
+    """cli.main with its Driver on the fake node."""
+    monkeypatch.setattr(cli, "_driver", lambda: make_driver(node, config))
+    return node
+
+
+def test_status_json_has_the_documented_shape(human, capsys):
+    free_slab(human, "slab_a", key="repo-x", last_used=CLOCK)
+    assert cli.main(["status", "--json"]) == 0
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert err == ""
+    assert data["volume_group"] == {"name": "slabvol", "size_mb": 10240, "free_mb": 9216}
+    assert data["slabs"] == [{
+        "lv_name": "slab_a", "size_mb": 1024, "fs_type": "ext4", "state": "free",
+        "namespace": "team-a", "pod_uid": "", "mount_dir": "", "used_percent": None,
+        "last_used": CLOCK, "use_count": 1, "cache_key": "repo-x",
+        "type": "ax-docker-graph-storage"}]
+
+
+def test_status_prints_a_table(human, capsys):
+    free_slab(human, "slab_a", key="repo-x", last_used=CLOCK)
+    claimed_slab(human, "slab_b", pod_dir("uid-2"), type=S.ANONYMOUS)
+    assert cli.main(["status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "volume group slabvol: 10240 MiB, 8192 MiB free, 2 slab(s)"
+    assert lines[1].split() == ["SLAB", "SIZE_MB", "FS", "STATE", "NAMESPACE", "POD", "USED",
+                                "LAST_USED", "USES", "CACHE_KEY", "TYPE"]
+    assert lines[2].split() == ["slab_a", "1024", "ext4", "free", "team-a", "-", "-",
+                                "2023-11-14", "22:13", "1", "repo-x", "graph"]
+    assert lines[3].split()[:4] == ["slab_b", "1024", "ext4", "in-use"]
+    assert lines[3].split()[-1] == "anonymous"
+
+
+def test_gc_prints_what_it_changed(human, capsys):
+    claimed_slab(human, "slab_a", pod_dir("uid-gone"))
+    assert cli.main(["gc"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("free   slab_a: pod dir ") and "returned to the pool" in out[0]
+    assert out[1] == "gc: 1 slab(s) repaired"
+
+
+def test_a_human_command_error_goes_to_stderr_with_exit_1(human, capsys):
+    human.missing_vg = True
+    assert cli.main(["status"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("vol_plugin: volume group 'slabvol' not found on this node")
+
+
+def test_an_unknown_option_is_a_usage_error(human, capsys):
+    assert cli.main(["status", "--bogus"]) == 2
+    assert "No such option" in capsys.readouterr().err

@@ -1,0 +1,119 @@
+"""The fake node must stay honest: the Runner's signatures, and real LVM's and util-linux's
+exit codes and messages as captured in tests/fixtures/lvm/captures.json."""
+
+import inspect
+import json
+import os
+
+import pytest
+
+from slabvol import slab as S
+from slabvol.errors import CommandError
+from slabvol.lvm import LV_FIELDS, REPORT_FLAGS, VG_FIELDS, parse_report
+from slabvol.process import Result, Runner
+
+from fakes import FakeNode, free_slab
+
+FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", "lvm")
+
+
+with open(os.path.join(FIXTURES, "captures.json"), encoding="utf-8") as _handle:
+    CAPTURES = {c["name"]: c for c in json.load(_handle)}  # read before pyfakefs hides it
+
+
+def capture(name):
+    return CAPTURES[name]
+
+
+@pytest.mark.parametrize("method", ["call", "run"])
+def test_the_fake_has_the_runners_signatures(method):
+    assert inspect.signature(getattr(FakeNode, method)) == inspect.signature(
+        getattr(Runner, method))
+
+
+def test_the_fake_returns_results_and_raises_command_errors():
+    node = FakeNode()
+    result = node.call(["lvremove", "--yes", "slabvol/nosuch"])
+    assert isinstance(result, Result) and result.returncode == 5
+    with pytest.raises(CommandError) as caught:
+        node.run(["lvremove", "--yes", "slabvol/nosuch"])
+    assert caught.value.stderr == result.stderr
+
+
+def test_the_fake_refuses_argv_it_does_not_know():
+    with pytest.raises(AssertionError):
+        FakeNode().call(["lvcreate", "-L", "10m", "-n", "x", "slabvol"])
+
+
+def vgs(vg, fields=VG_FIELDS + LV_FIELDS):
+    return ["vgs", *REPORT_FLAGS, "-o", ",".join(fields), vg]
+
+
+def assert_like(result, name):
+    real = capture(name)
+    assert (result.returncode, result.stderr) == (real["rc"], real["stderr"])
+
+
+def test_a_missing_vg_looks_like_real_lvm():
+    result = FakeNode(vg_name="nosuchvg", missing_vg=True).call(vgs("nosuchvg"))
+    assert_like(result, "vgs_with_lv_fields_nosuchvg")
+    assert result.stdout == capture("vgs_with_lv_fields_nosuchvg")["stdout"]
+
+
+def test_an_empty_vg_gives_no_rows_with_lv_fields_like_real_lvm():
+    node = FakeNode(vg_size=1069547520)
+    assert node.call(vgs("slabvol")).stdout == capture("vgs_with_lv_fields_empty")["stdout"]
+    assert node.call(vgs("slabvol", VG_FIELDS)).stdout == capture("vgs_empty")["stdout"]
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["lvremove", "--yes", "slabvol/nosuch"], "lvremove_nosuch"),
+    (["lvchange", "--addtag", "slabvol.a=b", "slabvol/nosuch"], "lvchange_nosuch"),
+    (["lvchange", "--addtag", "slabvol.k=a~b", "slabvol/slab_aaaa"], "tag_tilde"),
+])
+def test_lv_errors_look_like_real_lvm(argv, name):
+    assert_like(FakeNode().call(argv), name)
+
+
+def test_a_duplicate_name_looks_like_real_lvm():
+    node = FakeNode()
+    node.add_lv("slab_bbbb", 200)
+    argv = ["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--name", "slab_bbbb",
+            "--size", "4194304b", "slabvol"]
+    assert_like(node.call(argv), "lvcreate_dup_name")
+
+
+def test_no_room_looks_like_real_lvm():
+    node = FakeNode(vg_size=1069547520)
+    node.add_lv("used", 308)  # leaves 178 extents, as in the capture
+    argv = ["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--name", "big",
+            "--size", f"{5 * 1024 ** 3}b", "slabvol"]
+    assert_like(node.call(argv), "lvcreate_too_big")
+
+
+def test_removing_a_mounted_lv_looks_like_real_lvm(fs):
+    fs.create_dir("/mnt/x")
+    node = FakeNode()
+    free_slab(node, "slab_bbbb")
+    node.run(["mount", "-t", "ext4", "/dev/slabvol/slab_bbbb", "/mnt/x"])
+    assert_like(node.call(["lvremove", "--yes", "slabvol/slab_bbbb"]), "lvremove_mounted")
+    assert node.mounted_at("/mnt/x").source == "/dev/mapper/slabvol-slab_bbbb"
+
+
+def test_umount_errors_look_like_real_util_linux():
+    node = FakeNode()
+    assert_like(node.call(["umount", "/mnt/x"]), "umount_not_mounted")
+    node.busy_dirs.add("/mnt/x")
+    assert_like(node.call(["umount", "/mnt/x"]), "umount_busy")
+
+
+def test_tags_come_back_sorted_without_duplicates():
+    node = FakeNode()
+    argv = ["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--name", "s",
+            "--size", "4194304b", "--addtag", "slabvol.v=1", "--addtag", "slabvol.state=free",
+            "--addtag", "slabvol.v=1", "slabvol"]
+    node.run(argv)
+    text = node.call(vgs("slabvol")).stdout
+    assert json.loads(text)["report"][0]["vg"][0]["lv_tags"] == "slabvol.state=free,slabvol.v=1"
+    _, (lv,) = parse_report(text, "slabvol")
+    assert S.Slab.from_lv(lv).state == S.FREE

@@ -1,0 +1,239 @@
+"""The LVM adapter: the exact argv it builds, its parsing of real captured reports
+(tests/fixtures/lvm/, see the README there) and its classification of real LVM errors."""
+
+import json
+import os
+
+import pytest
+
+from slabvol import slab as S
+from slabvol.errors import CommandError, NoRoom, SlabvolError
+from slabvol.lvm import LogicalVolume, Lvm, LvNotFound, VgNotFound, VolumeGroup, parse_report
+from slabvol.process import Result
+
+from fakes import report_json
+
+FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", "lvm")
+REPORT = ["--reportformat", "json", "--units", "b", "--nosuffix"]
+FULL_FIELDS = ("vg_name,vg_size,vg_free,vg_extent_size,lv_name,lv_path,lv_size,lv_tags,"
+               "lv_active,lv_kernel_major,lv_kernel_minor")
+VG_ONLY_FIELDS = "vg_name,vg_size,vg_free,vg_extent_size"
+
+
+def fixture(name):
+    with open(os.path.join(FIXTURES, name), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def capture(name):
+    with open(os.path.join(FIXTURES, "captures.json"), encoding="utf-8") as handle:
+        return next(c for c in json.load(handle) if c["name"] == name)
+
+
+class Replay:
+    """A runner that answers each call with the next real capture (or given output)."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.calls = []
+
+    def call(self, argv):
+        self.calls.append(list(argv))
+        answer = self.answers.pop(0)
+        if isinstance(answer, str):
+            answer = capture(answer)
+            answer = (answer["rc"], answer["stdout"], answer["stderr"])
+        return Result(tuple(argv), *answer)
+
+    def run(self, argv):
+        result = self.call(argv)
+        if not result.ok:
+            raise CommandError(result.argv, result.returncode, result.stderr, result.stdout)
+        return result
+
+
+OK = (0, "", "")
+
+
+# -- argv -------------------------------------------------------------------------------
+
+def test_report_runs_one_vgs_with_vg_and_lv_fields():
+    runner = Replay("vgs_with_lv_fields_three")
+    Lvm(runner, "slabvol").report()
+    assert runner.calls == [["vgs", *REPORT, "-o", FULL_FIELDS, "slabvol"]]
+
+
+def test_report_of_a_vg_without_lvs_adds_a_vg_only_vgs():
+    runner = Replay("vgs_with_lv_fields_empty", "vgs_empty")
+    vg, lvs = Lvm(runner, "slabvol").report()
+    assert runner.calls == [["vgs", *REPORT, "-o", FULL_FIELDS, "slabvol"],
+                            ["vgs", *REPORT, "-o", VG_ONLY_FIELDS, "slabvol"]]
+    assert (vg, lvs) == (VolumeGroup("slabvol", 1069547520, 1069547520, 4194304), [])
+
+
+def test_create_passes_name_size_in_bytes_and_every_tag():
+    runner = Replay(OK)
+    Lvm(runner, "slabvol").create("slab_1", 1073741824, ["slabvol.v=1", "slabvol.state=creating"])
+    assert runner.calls == [[
+        "lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--name", "slab_1",
+        "--size", "1073741824b", "--addtag", "slabvol.v=1", "--addtag", "slabvol.state=creating",
+        "slabvol"]]
+
+
+def test_change_tags_deletes_and_adds_in_one_lvchange():
+    runner = Replay(OK)
+    Lvm(runner, "slabvol").change_tags("slab_1", ["slabvol.state=free", "slabvol.uses=1"],
+                                       ["slabvol.state=in-use"])
+    assert runner.calls == [[
+        "lvchange", "--deltag", "slabvol.state=free", "--deltag", "slabvol.uses=1",
+        "--addtag", "slabvol.state=in-use", "slabvol/slab_1"]]
+
+
+def test_change_tags_without_changes_runs_nothing():
+    runner = Replay()
+    Lvm(runner, "slabvol").change_tags("slab_1", [], [])
+    assert runner.calls == []
+
+
+def test_activate_runs_lvchange_activate():
+    runner = Replay(OK)
+    Lvm(runner, "slabvol").activate("slab_1")
+    assert runner.calls == [["lvchange", "--activate", "y", "slabvol/slab_1"]]
+
+
+def test_remove_runs_lvremove_yes_and_reports_removal():
+    runner = Replay("lvremove_slab_aaaa")
+    assert Lvm(runner, "slabvol").remove("slab_aaaa") is True
+    assert runner.calls == [["lvremove", "--yes", "slabvol/slab_aaaa"]]
+
+
+# -- parsing real reports ---------------------------------------------------------------
+
+def test_parse_report_reads_the_vg_and_one_lv_per_row():
+    vg, lvs = parse_report(fixture("vgs_with_lv_fields_three.json"), "slabvol")
+    assert vg == VolumeGroup("slabvol", 1069547520, 746586112, 4194304)
+    assert [lv.name for lv in lvs] == ["slab_aaaa", "slab_bbbb", "other"]
+    assert lvs[0] == LogicalVolume(
+        "slab_aaaa", "/dev/slabvol/slab_aaaa", 104857600,
+        ("slabvol.fs=ext4", "slabvol.last_used=1700000000", "slabvol.ns=default",
+         "slabvol.size_mb=100", "slabvol.state=free", "slabvol.type=graph", "slabvol.uses=2",
+         "slabvol.v=1"), True, 254, 0)
+
+
+def test_parse_report_gives_an_untagged_lv_no_tags():
+    _, lvs = parse_report(fixture("vgs_with_lv_fields_three.json"), "slabvol")
+    assert (lvs[2].name, lvs[2].tags, lvs[2].major, lvs[2].minor) == ("other", (), 254, 2)
+
+
+def test_parse_report_reads_an_lvs_report_too():
+    vg, lvs = parse_report(fixture("lvs_three.json"), "slabvol")
+    assert vg.free == 746586112
+    assert sorted(lv.name for lv in lvs) == ["other", "slab_aaaa", "slab_bbbb"]
+
+
+def test_parse_report_of_a_vg_only_report_gives_no_lvs():
+    assert parse_report(fixture("vgs_final.json"), "slabvol") == (
+        VolumeGroup("slabvol", 1069547520, 155189248, 4194304), [])
+
+
+def test_parse_report_of_a_report_without_rows_is_vg_not_found():
+    with pytest.raises(VgNotFound, match="volume group 'slabvol' not found"):
+        parse_report(fixture("vgs_with_lv_fields_empty.json"), "slabvol")
+
+
+def test_parse_report_ignores_rows_of_another_vg():
+    with pytest.raises(VgNotFound):
+        parse_report(fixture("vgs_with_lv_fields_three.json"), "othervg")
+
+
+def test_slabs_read_from_a_real_report_decode_their_tags():
+    _, lvs = parse_report(fixture("vgs_with_lv_fields_three.json"), "slabvol")
+    slabs = {lv.name: S.Slab.from_lv(lv) for lv in lvs}
+    assert slabs["other"] is None
+    bbbb = slabs["slab_bbbb"]
+    assert (bbbb.state, bbbb.size_mb, bbbb.namespace, bbbb.mount_dir, bbbb.pod_uid,
+            bbbb.device) == (S.IN_USE, 200, "default",
+                             "/var/lib/kubelet/pods/1234/volumes/ax~vol_plugin/x",
+                             "0b5c7e1e-1111-2222-3333-444455556666", (254, 1))
+
+
+def test_the_fake_nodes_report_is_byte_identical_to_real_lvm():
+    real = fixture("vgs_with_lv_fields_three.json")
+    rows = json.loads(real)["report"][0]["vg"]
+    assert report_json("vg", rows) == real
+    assert report_json("vg", []) == fixture("vgs_with_lv_fields_empty.json")
+
+
+@pytest.mark.parametrize("text", [
+    "",
+    "  WARNING: Running as a non-root user. Functionality may be unavailable.\n",
+    "__TRUNCATED__",
+    '{"report": {"vg": []}}',
+    '{"reports": []}',
+    '[1, 2]',
+    '{"report": [{"vg": ["slabvol"]}]}',
+    '{"report": [{"vg": null}]}',
+], ids=["empty", "not-json", "truncated", "report-not-a-list", "no-report", "list",
+        "row-not-an-object", "null-rows"])
+def test_a_garbled_report_is_a_clear_error(text):
+    if text == "__TRUNCATED__":
+        full = fixture("vgs_with_lv_fields_three.json")
+        text = full[:len(full) // 2]
+    with pytest.raises(SlabvolError, match="could not parse the LVM report for volume group "
+                                           "'slabvol'.*run `vgs slabvol` by hand"):
+        parse_report(text, "slabvol")
+
+
+@pytest.mark.parametrize("bad", ['"vg_size":null', '"vg_size":"lots"'])
+def test_a_report_without_a_usable_vg_size_is_a_clear_error(bad):
+    text = fixture("vgs_final.json").replace('"vg_size":"1069547520"', bad)
+    with pytest.raises(SlabvolError, match="lacks a usable") as caught:
+        parse_report(text, "slabvol")
+    assert not isinstance(caught.value, VgNotFound)
+
+
+# -- error classification on real exit codes and stderr ---------------------------------
+
+def test_report_of_a_missing_vg_is_vg_not_found_after_one_call():
+    runner = Replay("vgs_with_lv_fields_nosuchvg")
+    with pytest.raises(VgNotFound, match="'nosuchvg' not found on this node; create it"):
+        Lvm(runner, "nosuchvg").report()
+    assert len(runner.calls) == 1
+
+
+@pytest.mark.parametrize("name, action", [
+    ("lvcreate_nosuchvg", lambda lvm: lvm.create("x", 4194304, [])),
+    ("lvremove_nosuchvg", lambda lvm: lvm.remove("x")),
+    ("lvchange_nosuchvg", lambda lvm: lvm.change_tags("x", add=["slabvol.state=free"])),
+])
+def test_every_command_on_a_missing_vg_is_vg_not_found(name, action):
+    with pytest.raises(VgNotFound):
+        action(Lvm(Replay(name), "nosuchvg"))
+
+
+def test_removing_an_lv_that_is_gone_counts_as_removed():
+    assert Lvm(Replay("lvremove_nosuch"), "slabvol").remove("nosuch") is False
+
+
+def test_changing_tags_of_a_missing_lv_is_lv_not_found():
+    with pytest.raises(LvNotFound, match="slabvol/nosuch does not exist"):
+        Lvm(Replay("lvchange_nosuch"), "slabvol").change_tags("nosuch", add=["slabvol.a=b"])
+
+
+@pytest.mark.parametrize("name", ["lvcreate_too_big", "lvcreate_too_big_just_over"])
+def test_lvcreate_without_space_is_no_room(name):
+    with pytest.raises(NoRoom, match="has insufficient free space"):
+        Lvm(Replay(name), "slabvol").create("big", 5 * 1024 ** 3, [])
+
+
+@pytest.mark.parametrize("name, action", [
+    ("lvremove_mounted", lambda lvm: lvm.remove("slab_bbbb")),
+    ("lvcreate_dup_name", lambda lvm: lvm.create("slab_bbbb", 4194304, [])),
+    ("tag_tilde", lambda lvm: lvm.change_tags("slab_aaaa", add=["slabvol.k=a~b"])),
+])
+def test_other_lvm_failures_stay_command_errors_with_their_stderr(name, action):
+    with pytest.raises(CommandError) as caught:
+        action(Lvm(Replay(name), "slabvol"))
+    assert not isinstance(caught.value, (LvNotFound, VgNotFound, NoRoom))
+    assert caught.value.stderr == capture(name)["stderr"]
+    assert caught.value.returncode == capture(name)["rc"]

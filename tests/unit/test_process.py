@@ -1,0 +1,56 @@
+"""The runner seam, with harmless real programs (sh, sleep): capture, exit codes, errors."""
+
+import pytest
+
+from slabvol.errors import CommandError, ToolMissing
+from slabvol.process import Result, Runner
+
+
+def test_call_captures_stdout_stderr_and_the_exit_code():
+    result = Runner().call(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert result == Result(("sh", "-c", "echo out; echo err >&2; exit 3"), 3, "out\n", "err\n")
+    assert not result.ok
+
+
+def test_call_turns_every_argument_into_a_string():
+    assert Runner().call(["sh", "-c", "echo $0", 42]).stdout == "42\n"
+
+
+def test_children_read_dev_null_and_run_in_the_c_locale():
+    result = Runner().call(["sh", "-c", "cat; echo $LC_ALL $LANG $LVM_SUPPRESS_FD_WARNINGS"])
+    assert result.stdout == "C C 1\n"
+
+
+def test_run_returns_the_result_on_success():
+    assert Runner().run(["sh", "-c", "echo ok"]).stdout == "ok\n"
+
+
+def test_run_raises_a_command_error_with_exit_code_and_stderr():
+    with pytest.raises(CommandError) as caught:
+        Runner().run(["sh", "-c", "echo boom >&2; exit 5"])
+    error = caught.value
+    assert (error.returncode, error.stderr, error.argv) == (5, "boom\n",
+                                                            ["sh", "-c", "echo boom >&2; exit 5"])
+    assert str(error) == "`sh -c echo boom >&2; exit 5` failed with exit code 5: boom"
+
+
+def test_a_command_error_without_output_says_so():
+    assert str(CommandError(["false"], 1)) == "`false` failed with exit code 1: no output"
+
+
+def test_a_missing_lvm_tool_names_its_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolMissing, match=r"`vgs` is not installed on this node; install lvm2 "
+                                          r"\(e.g. `apt-get install lvm2`\)"):
+        Runner().call(["vgs"])
+
+
+def test_a_missing_mkfs_names_its_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolMissing, match="install xfsprogs"):
+        Runner().run(["mkfs.xfs", "/dev/x"])
+
+
+def test_a_command_that_hangs_is_killed_at_the_timeout():
+    with pytest.raises(CommandError, match="timed out after 0.2 s"):
+        Runner(timeout=0.2).call(["sleep", "5"])

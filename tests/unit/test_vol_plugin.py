@@ -1,0 +1,153 @@
+"""The protocol edge as the kubelet sees it: the real ``vol_plugin`` executable run as a
+subprocess (argv list, stdin /dev/null), stdout and stderr captured separately.
+
+Every kubelet verb must print exactly one JSON object on stdout, nothing on stderr, and
+exit 0 on Success, 1 otherwise. Nothing here needs LVM or root: the configs point at a
+volume group that does not exist, and at a kubelet dir, lock file and log file in tmp_path.
+"""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from slabvol import __version__
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
+VOL_PLUGIN = os.path.join(ROOT, "vol_plugin")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "lvm")
+OPTIONS = json.dumps({"size_mb": "1024", "kubernetes.io/fsType": "",
+                      "kubernetes.io/pod.namespace": "team-a", "kubernetes.io/pod.uid": "uid-1",
+                      "kubernetes.io/readwrite": "rw"})
+
+
+def executable(path, text):
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A config, kubelet dir and a bin dir holding only ``python3`` (this interpreter)."""
+    class Node:
+        bin = tmp_path / "bin"
+        kubelet = tmp_path / "kubelet"
+        config = tmp_path / "etc" / "slabvol.conf"
+        log = tmp_path / "log" / "slabvol.log"
+        pod = kubelet / "pods" / "uid-1" / "volumes" / "ax~vol_plugin" / "docker"
+
+        def run(self, *args, path=None, config=None):
+            env = {"PATH": str(self.bin) if path is None else path,
+                   "SLABVOL_CONFIG": str(self.config if config is None else config)}
+            proc = subprocess.run([VOL_PLUGIN, *args], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                  cwd=str(tmp_path), timeout=60, check=False)
+            return proc
+    n = Node()
+    n.bin.mkdir()
+    executable(n.bin / "python3", f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    n.pod.mkdir(parents=True)
+    n.config.parent.mkdir()
+    n.config.write_text(f"[slabvol]\nvolume_group = nosuchvg\nkubelet_dir = {n.kubelet}\n"
+                        f"lock_file = {tmp_path / 'run' / 'slabvol.lock'}\nlog_file = {n.log}\n")
+    return n
+
+
+def answer(proc):
+    """The one JSON object on stdout; nothing on stderr; exit code matching the status."""
+    assert proc.stderr == b""
+    text = proc.stdout.decode()
+    assert text.endswith("\n") and text.count("\n") == 1, text
+    out = json.loads(text)
+    assert isinstance(out, dict)
+    assert proc.returncode == (0 if out["status"] == "Success" else 1)
+    return out
+
+
+def test_init_answers_success_with_the_capabilities(node):
+    assert answer(node.run("init")) == {"status": "Success", "capabilities": {
+        "attach": False, "fsGroup": False, "selinuxRelabel": False, "supportsMetrics": True}}
+
+
+@pytest.mark.parametrize("verb", ["attach", "getvolumename", "frobnicate"])
+def test_an_unsupported_verb_answers_not_supported(node, verb):
+    assert answer(node.run(verb, "{}"))["status"] == "Not supported"
+
+
+@pytest.mark.parametrize("args", [["mount"], ["mount", "/x"], ["unmount"]])
+def test_missing_arguments_answer_failure(node, args):
+    out = answer(node.run(*args))
+    assert out["status"] == "Failure" and "argument(s)" in out["message"]
+
+
+def test_mount_with_bad_json_answers_failure(node):
+    out = answer(node.run("mount", str(node.pod), "{size_mb: 10"))
+    assert out["status"] == "Failure" and "not valid JSON" in out["message"]
+
+
+def test_mount_outside_the_kubelet_dir_answers_failure(node):
+    out = answer(node.run("mount", "/etc/kubernetes", OPTIONS))
+    assert out["status"] == "Failure" and "is outside" in out["message"]
+
+
+def test_unmount_of_a_relative_dir_answers_failure(node):
+    out = answer(node.run("unmount", "pods/uid-1/volumes/x"))
+    assert out["status"] == "Failure" and "is not an absolute path" in out["message"]
+
+
+def test_a_broken_config_answers_failure_naming_the_file(node):
+    node.config.write_text("[slabvol]\nvolume_group\n= = =\n")
+    out = answer(node.run("mount", str(node.pod), OPTIONS))
+    assert out["status"] == "Failure"
+    assert out["message"].startswith(f"config file {node.config} is broken")
+
+
+def test_a_missing_config_dir_still_answers_the_kubelet(node, tmp_path):
+    missing = tmp_path / "no" / "such" / "dir" / "slabvol.conf"
+    assert answer(node.run("init", config=missing))["status"] == "Success"
+    assert answer(node.run("detach", "x", config=missing))["status"] == "Not supported"
+    assert answer(node.run("unmount", config=missing))["status"] == "Failure"
+
+
+@pytest.mark.parametrize("args", [["mount", "POD", OPTIONS], ["unmount", "POD"]])
+def test_without_lvm_tools_the_failure_names_the_missing_tool(node, args):
+    args = [str(node.pod) if a == "POD" else a for a in args]
+    out = answer(node.run(*args))
+    assert out["status"] == "Failure"
+    assert "`vgs` is not installed on this node; install lvm2" in out["message"]
+
+
+def test_a_missing_volume_group_answers_failure_and_child_stderr_stays_hidden(node):
+    with open(os.path.join(FIXTURES, "captures.json"), encoding="utf-8") as handle:
+        real = next(c for c in json.load(handle) if c["name"] == "vgs_with_lv_fields_nosuchvg")
+    executable(node.bin / "vgs", f"#!{sys.executable}\nimport sys\n"
+                                 f"sys.stdout.write({real['stdout']!r})\n"
+                                 f"sys.stderr.write({real['stderr']!r})\n"
+                                 f"sys.exit({real['rc']})\n")
+    out = answer(node.run("mount", str(node.pod), OPTIONS))
+    assert out["status"] == "Failure"
+    assert out["message"].startswith("volume group 'nosuchvg' not found on this node")
+    assert "mount " + str(node.pod) in node.log.read_text()
+
+
+def test_version_prints_the_version(node):
+    proc = node.run("--version")
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert proc.stdout.decode() == f"vol_plugin (slabvol), version {__version__}\n"
+
+
+def test_help_lists_the_human_commands(node):
+    proc = node.run("--help")
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    text = proc.stdout.decode()
+    assert text.startswith("Usage: vol_plugin [OPTIONS] COMMAND [ARGS]...")
+    assert "status" in text and "gc" in text and "--version" in text
+
+
+def test_a_human_command_reports_errors_on_stderr(node):
+    proc = node.run("status")
+    assert proc.returncode == 1 and proc.stdout == b""
+    assert proc.stderr.decode().startswith("vol_plugin: `vgs` is not installed on this node")
