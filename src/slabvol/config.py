@@ -84,7 +84,7 @@ def _build(path, values):
 
 def _check(c):
     problems = []
-    if not _VG_NAME.fullmatch(c.volume_group):
+    if not _VG_NAME.fullmatch(c.volume_group) or c.volume_group in (".", ".."):
         problems.append(f"volume_group = {c.volume_group!r} is not a valid LVM name")
     if not os.path.isabs(c.kubelet_dir):
         problems.append(f"kubelet_dir = {c.kubelet_dir!r} must be an absolute path")

@@ -7,7 +7,7 @@ as a normal, idempotent case.
 
 import json
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 from .errors import CommandError, NoRoom, SlabvolError
 

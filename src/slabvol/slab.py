@@ -35,7 +35,6 @@ INT_FIELDS = ("size_mb", "last_used", "use_count")
 
 _PLAIN = re.compile(r"[A-Za-z0-9_+.\-/:]")
 _ESCAPE = re.compile(r"&([0-9a-fA-F]{2})")
-MAX_TAG_LENGTH = 1024
 
 
 def encode(value):
