@@ -26,7 +26,6 @@ changes with ``run``); files are written with plain Python. ``--root DIR`` (or
 """
 
 import argparse
-import errno
 import hashlib
 import json
 import os
@@ -112,8 +111,9 @@ PACKAGES = {  # package key -> name per distribution family
                    "alpine": "util-linux"},
     "mount": {"debian": "mount", "rhel": "util-linux", "suse": "util-linux",
               "alpine": "util-linux"},
-    "venv": {"debian": "python3-venv", "rhel": "python3", "suse": "python3",
-             "alpine": "python3"},
+    # the venv module of the very interpreter install.sh runs with (python3.11-venv, ...)
+    "venv": {"debian": f"python3.{sys.version_info[1]}-venv", "rhel": "python3",
+             "suse": "python3", "alpine": "python3"},
 }
 INSTALL_COMMAND = {"debian": "apt-get install -y", "rhel": "dnf install -y",
                    "suse": "zypper install -y", "alpine": "apk add"}
@@ -214,6 +214,12 @@ class Host:
         return True
 
     def remove_empty_dir(self, host_path):
+        """Remove a dir of ours once it is empty. Only dirs named after slabvol (or the
+        driver's ax~vol_plugin) count as ours: never /var/tmp, /opt or a custom --prefix
+        that merely happened to be emptied."""
+        name = os.path.basename(host_path.rstrip("/"))
+        if "slabvol" not in name and name != DRIVER_DIR:
+            return
         target = self.path(host_path)
         try:
             if os.path.isdir(target) and not os.listdir(target):
@@ -337,9 +343,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser():
     p = _Parser(prog="install.sh", formatter_class=argparse.RawDescriptionHelpFormatter,
                 description=f"Install the {DRIVER_NAME} FlexVolume driver (slabvol "
-                            f"{__version__}) on this node, idempotently: run it again "
-                            f"to upgrade; nothing that exists is overwritten without "
-                            f"being checked.",
+                            f"{__version__}) on this node.\nIdempotent: run it again to "
+                            f"upgrade. Everything is checked before anything changes.",
                 epilog=EPILOG)
     vg = p.add_argument_group("volume group (default: keep the existing one)")
     vg.add_argument("--disk", metavar="DEV",
@@ -401,11 +406,11 @@ def parse_size(text):
 
 
 def human_size(size):
+    """20G, 512M, 1.5G, 983.5M: binary units, at most one decimal."""
     for unit, power in (("T", 4), ("G", 3), ("M", 2), ("K", 1)):
-        if size >= 1024 ** power and size % 1024 ** power == 0:
-            return f"{size // 1024 ** power}{unit}"
-    if size >= 1024 ** 3:
-        return f"{size / 1024 ** 3:.1f}G"
+        if size >= 1024 ** power:
+            value = size / 1024 ** power
+            return f"{value:.0f}{unit}" if value == int(value) else f"{value:.1f}{unit}"
     return f"{size}B"
 
 
@@ -876,7 +881,8 @@ def inspect_disk(host, dev, pvs):
         mounts = [m for m in ([node.get("mountpoint")] + list(node.get("mountpoints") or []))
                   if m]
         for mount in dict.fromkeys(mounts):
-            blockers.append(f"{node.get('name')} is {'swap' if mount == '[SWAP]' else 'mounted at ' + mount}")
+            where = "swap" if mount == "[SWAP]" else f"mounted at {mount}"
+            blockers.append(f"{node.get('name')} is {where}")
     holders = [c for c in children if c.get("type") not in ("part",)]
     for holder in holders:
         blockers.append(f"{holder.get('name')} ({holder.get('type')}) is active on it")
@@ -1426,7 +1432,7 @@ def default_config_text(kubelet_dir=None):
         for chunk in _wrap(CONFIG_HELP[f.name]):
             lines.append(f"# {chunk}")
         if f.name == "kubelet_dir" and kubelet_dir and kubelet_dir != value:
-            lines.append(f"# (set by install.sh: the running kubelet's --root-dir)")
+            lines.append("# (set by install.sh: the running kubelet's --root-dir)")
             lines.append(f"{f.name} = {kubelet_dir}")
         else:
             lines.append(f"# {f.name} = {text}".rstrip())
@@ -1638,14 +1644,18 @@ def uninstall(host, opts, kubelet):
         host.say(f"volume group {vg}:")
         problems += _purge_volume_group(host, vg, report, loop_file)
         host.say("config:")
-        host.remove_file(config_mod.DEFAULT_PATH)
-        host.remove_empty_dir(os.path.dirname(config_mod.DEFAULT_PATH))
+        if problems:  # the config names the volume group the next --purge must find
+            host.same(f"{config_mod.DEFAULT_PATH} kept until the purge can finish")
+        else:
+            host.remove_file(config_mod.DEFAULT_PATH)
+            host.remove_empty_dir(os.path.dirname(config_mod.DEFAULT_PATH))
     host.say("")
     if problems:
         for problem in problems:
             host.warn(problem)
         raise InstallError("the purge is incomplete (see the warnings above); the driver and "
-                           "the runtime are removed")
+                           "the runtime are removed. Deal with what is left, then run "
+                           "./install.sh --uninstall --purge again")
     host.say(f"{'Would make' if host.dry_run else 'Made'} {len(host.changes)} change(s).")
     if not opts.purge:
         kept = [f"the config {config_mod.DEFAULT_PATH}"]
