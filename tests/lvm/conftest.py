@@ -17,7 +17,9 @@ import pytest
 from kubelet import PLUGIN, Kubelet, Pod
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VG = os.environ.get("SLABVOL_IT_VG", "slabvol_it")
+# one node (loop device + VG) per pytest-xdist worker, so workers never share a slab
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+VG = f"slabvol_it_{WORKER}"
 PV_SIZE = os.environ.get("SLABVOL_IT_PV_SIZE", "1200M")
 ENV = dict(os.environ, LC_ALL="C", LVM_SUPPRESS_FD_WARNINGS="1")
 
@@ -153,7 +155,7 @@ class Node:
 def node():
     if os.geteuid() != 0:
         pytest.fail("the real-LVM tier needs root; run it through tests/lvm/run")
-    root = tempfile.mkdtemp(prefix="slabvol-it-")
+    root = tempfile.mkdtemp(prefix=f"slabvol-it-{WORKER}-")
     image = os.path.join(root, "pv.img")
     sh("truncate", "-s", PV_SIZE, image)
     device = sh("losetup", "--find", "--show", image).stdout.strip()

@@ -31,9 +31,12 @@ def mount_args(kubelet, pod, **opts):
 
 
 def fill_with_free_slabs(kubelet, pod_factory):
-    for pod in [pod_factory() for _ in range(3)]:
-        kubelet.mount(pod, size_mb="300")
-        kubelet.unmount(pod)
+    """Three free 300 MiB slabs (held at once, so none is reused for the next)."""
+    pods = [pod_factory() for _ in range(3)]
+    for pod in pods:
+        assert kubelet.mount(pod, size_mb="300").status == "Success"
+    for pod in pods:
+        assert kubelet.unmount(pod).status == "Success"
 
 
 # A new slab passes every step; a reused one is only claimed and mounted.

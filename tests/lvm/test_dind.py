@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 
 import pytest
@@ -25,6 +26,11 @@ def build_image_tarball(path):
         info.type = tarfile.SYMTYPE
         info.linkname = "busybox"
         tar.addfile(info)
+
+
+def short_dir():
+    """A scratch dir for dockerd's sockets: unix socket paths must stay under 104 bytes."""
+    return tempfile.mkdtemp(prefix="d", dir="/tmp")
 
 
 class Dockerd:
@@ -79,9 +85,7 @@ def test_pod_b_finds_the_image_pod_a_loaded(node, kubelet, pod_factory, tmp_path
 
     assert kubelet.mount(a, size_mb=size_mb, fs_type=fs_type).status == "Success"
     slab = node.slab_at(kubelet.volume_dir(a))
-    scratch_a = tmp_path / "a"
-    scratch_a.mkdir()
-    with Dockerd(kubelet.volume_dir(a), str(scratch_a)) as dockerd:
+    with Dockerd(kubelet.volume_dir(a), short_dir()) as dockerd:
         assert dockerd.docker("info", "--format", "{{.Driver}}").strip() == "overlay2"
         assert IMAGE not in dockerd.docker("images", "--format", "{{.Repository}}:{{.Tag}}")
         dockerd.docker("import", tarball, IMAGE)
@@ -93,9 +97,7 @@ def test_pod_b_finds_the_image_pod_a_loaded(node, kubelet, pod_factory, tmp_path
     call = kubelet.mount(b, size_mb=size_mb, fs_type=fs_type)
     assert call.status == "Success" and "reused" in call.message
     assert node.slab_at(kubelet.volume_dir(b)) == slab
-    scratch_b = tmp_path / "b"
-    scratch_b.mkdir()
-    with Dockerd(kubelet.volume_dir(b), str(scratch_b)) as dockerd:
+    with Dockerd(kubelet.volume_dir(b), short_dir()) as dockerd:
         images = dockerd.docker("images", "--format", "{{.Repository}}:{{.Tag}}")
         assert IMAGE in images.split()
     assert kubelet.unmount(b).status == "Success"
