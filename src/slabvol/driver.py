@@ -71,8 +71,18 @@ class Snapshot:
         """Names of slabs mounted anywhere, per the kernel's mount table."""
         return frozenset(s.lv_name for s in self.slabs if self.table.of_device(s.device))
 
-    def slab_of_device(self, device):
-        return next((s for s in self.slabs if s.device == device), None)
+    def mounted_slab(self, mount_dir):
+        """(mount, slab) on top at ``mount_dir``; (None, None) when nothing is mounted there.
+        Something mounted there that is not a slab of this VG is never touched."""
+        mounted = self.table.at(mount_dir)
+        if mounted is None:
+            return None, None
+        slab = next((s for s in self.slabs if s.device == mounted.device), None)
+        if slab is None:
+            raise SlabvolError(f"{mount_dir} holds a mount of {mounted.source} that is not a "
+                               f"slab of volume group {self.vg.name!r}; not touching it "
+                               f"(unmount it by hand if it does not belong there)")
+        return mounted, slab
 
     def claimed_for(self, mount_dir):
         return [s for s in self.slabs if s.state == S.IN_USE and s.mount_dir == mount_dir]
@@ -118,12 +128,8 @@ class Driver:
                              f"before calling mount")
         with self.lock():
             snap = self.snapshot()
-            mounted = snap.table.at(mount_dir)
+            mounted, owner = snap.mounted_slab(mount_dir)
             if mounted is not None:
-                owner = snap.slab_of_device(mounted.device)
-                if owner is None:
-                    raise SlabvolError(f"{mount_dir} already holds a mount of {mounted.source} "
-                                       f"that is not a slab; unmount it by hand")
                 return Outcome(f"{mount_dir} is already mounted ({owner.lv_name})", "noop",
                                slab=owner.lv_name)
             if self._repair(snap):
@@ -213,20 +219,15 @@ class Driver:
         check_mount_dir(mount_dir, self.config.kubelet_dir)
         with self.lock():
             snap = self.snapshot()
-            mounted = snap.table.at(mount_dir)
-            if mounted is not None:
-                slab = snap.slab_of_device(mounted.device)
-                if slab is None:
-                    raise SlabvolError(f"{mount_dir} holds a mount of {mounted.source} that is "
-                                       f"not a slab of volume group {self.config.volume_group!r}; "
-                                       f"not touching it")
-            else:
+            mounted, slab = snap.mounted_slab(mount_dir)
+            if mounted is None:
                 claimed = snap.claimed_for(mount_dir)
                 if not claimed:
                     return Outcome(f"nothing is mounted on {mount_dir}", "noop")
                 slab = claimed[0]
-            used = self.usage(mount_dir) if mounted is not None else None
+            used = None
             if mounted is not None:
+                used = self.usage(mount_dir)
                 self._umount(mount_dir)
                 failpoint("unmount:after-umount")
             return self._release(slab, used, mount_dir)

@@ -7,4 +7,4 @@ export LVM_SUPPRESS_FD_WARNINGS=1
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 python -m pytest -p no:cacheprovider tests/lvm --junitxml="$SLABVOL_OUT/lvm-junit.xml" \
     -o junit_family=xunit2 --timeout "${SLABVOL_TEST_TIMEOUT:-900}" \
-    -n "${SLABVOL_TEST_WORKERS:-$(nproc)}" -v "$@"
+    -n "${SLABVOL_TEST_WORKERS:-$(nproc)}" --dist loadgroup -v "$@"

@@ -76,6 +76,8 @@ class Dockerd:
         self.log_file.close()
 
 
+# one dockerd at a time: under emulation, two starting at once miss containerd's start timeout
+@pytest.mark.xdist_group("dockerd")
 @pytest.mark.parametrize("fs_type,size_mb", [("ext4", "512"), ("xfs", "512")])
 def test_pod_b_finds_the_image_pod_a_loaded(node, kubelet, pod_factory, tmp_path, fs_type,
                                             size_mb):

@@ -295,7 +295,7 @@ def test_unmount_refuses_a_mount_that_is_not_a_slab(node, driver, pod):
 def test_mount_refuses_a_dir_that_holds_another_mount(node, driver, pod):
     pod("uid-1")
     node.mount_by_hand((8, 1), DIR1)
-    with pytest.raises(SlabvolError, match="already holds a mount of /dev/sda1"):
+    with pytest.raises(SlabvolError, match="holds a mount of /dev/sda1 that is not a slab"):
         driver.mount(DIR1, req())
     assert node.changes() == []
 
