@@ -289,3 +289,21 @@ def test_foreign_lvs_in_the_vg_are_never_touched(node, kubelet, pod_factory):
     assert node.human("gc").returncode == 0
     assert "not_a_slab" in [lv["name"] for lv in node.lvs()]
     assert "not_a_slab" not in json.dumps(node.status())
+
+
+def test_metrics_file_counts_hits_misses_and_slabs(node, kubelet, pod_factory):
+    metrics = os.path.join(node.root, "slabvol.prom")
+    node.write_config(metrics_file=metrics)
+    a, b = pod_factory(), pod_factory()
+    kubelet.mount(a, size_mb="64")
+    kubelet.unmount(a)
+    kubelet.mount(b, size_mb="64")
+    samples = dict(line.rsplit(" ", 1) for line in read(metrics).splitlines()
+                   if line and not line.startswith("#"))
+    labels = f'vg="{node.vg}"'
+    assert samples[f"slabvol_mount_misses_total{{{labels}}}"] == "1"
+    assert samples[f"slabvol_mount_hits_total{{{labels}}}"] == "1"
+    assert samples[f"slabvol_releases_total{{{labels}}}"] == "1"
+    assert samples[f'slabvol_slabs{{{labels},state="in-use"}}'] == "1"
+    assert int(samples[f"slabvol_vg_free_bytes{{{labels}}}"]) == node.vg_free()
+    assert not [f for f in os.listdir(node.root) if ".tmp." in f]
