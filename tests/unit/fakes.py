@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from slabvol import slab as S
-from slabvol.errors import CommandError
+
 from slabvol.lvm import LV_FIELDS, REPORT_FLAGS, VG_FIELDS
 from slabvol.mounts import Mount, MountTable
-from slabvol.process import Result
+from slabvol.process import Result, Runner
 
 MIB = 1024 * 1024
 KUBELET = "/var/lib/kubelet"
@@ -91,7 +91,9 @@ class Crash(BaseException):
 
 
 @dataclass
-class FakeNode:
+class FakeNode(Runner):
+    """``run`` is the real Runner's (raise on failure); only ``call`` is faked."""
+
     vg_name: str = "slabvol"
     vg_size: int = 10240 * MIB
     extent_size: int = 4 * MIB
@@ -124,11 +126,6 @@ class FakeNode:
             raise Crash(f"killed right after {argv}")
         return Result(tuple(argv), rc, stdout, stderr)
 
-    def run(self, argv):
-        result = self.call(argv)
-        if not result.ok:
-            raise CommandError(result.argv, result.returncode, result.stderr, result.stdout)
-        return result
 
     # -- seams for the driver ------------------------------------------------------------
 
