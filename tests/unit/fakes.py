@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from slabvol import slab as S
-
 from slabvol.lvm import LV_FIELDS, REPORT_FLAGS, VG_FIELDS
 from slabvol.mounts import Mount, MountTable
 from slabvol.process import Result, Runner
