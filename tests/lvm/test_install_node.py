@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -34,6 +35,21 @@ def driver(*args):
     return json.loads(proc.stdout)
 
 
+def detach(image):
+    """Detach every loop device of image and wait until the kernel has let go of them.
+
+    An LVM command of another test worker scans every block device; while it holds ours
+    open, `losetup --detach` only marks it for auto-clear on last close. Attaching the file
+    again before then would find the old device still there (the VG would vanish from
+    under a later command when the device finally goes)."""
+    for line in sh("losetup", "--associated", image).stdout.splitlines():
+        sh("losetup", "--detach", line.split(":")[0])
+    deadline = time.monotonic() + 60
+    while sh("losetup", "--associated", image).stdout.strip():
+        assert time.monotonic() < deadline, f"{image} is still attached 60 s after the detach"
+        time.sleep(0.2)
+
+
 def exists(vg):
     return sh("vgs", vg, check=False).returncode == 0
 
@@ -46,6 +62,7 @@ def clean_node(tmp_path):
     install("--uninstall", "--purge", "--force", "--prefix", str(tmp_path / "opt"), check=False)
 
 
+@pytest.mark.alone  # detaches a loop device: see detach()
 def test_loopback_install_mount_reattach_uninstall_purge(clean_node):
     image = str(clean_node / "slabvol.img")
     base = ["--python", sys.executable, "--plugin-dir", PLUGIN_DIR,
@@ -73,9 +90,9 @@ def test_loopback_install_mount_reattach_uninstall_purge(clean_node):
 
     # a reboot: VG inactive, loop device gone; install.sh attaches the file again
     sh("vgchange", "-an", VG)
-    for line in sh("losetup", "--associated", image).stdout.splitlines():
-        sh("losetup", "--detach", line.split(":")[0])
-    install("--loopback", image, *base)
+    detach(image)
+    out = install("--loopback", image, *base).stdout
+    assert f"attached {image} to a loop device" in out, out
     assert driver("mount", target, options)["status"] == "Success"
     with open(os.path.join(target, "marker")) as handle:
         assert handle.read() == "warm"
