@@ -10,7 +10,7 @@
 # network (the VM). In the VM, from the checkout on the host:
 #
 #   pip wheel -w /tmp/slabvol-wh .
-#   vng -r "$(ls /boot/vmlinuz-*-amd64 | grep -v cloud | sort -V | tail -1)" --user root \
+#   .venv-node/bin/vng -r "$(ls /boot/vmlinuz-*-amd64 | grep -v cloud | sort -V | tail -1)" --user root \
 #       --disable-kvm --memory 2G --cpus 2 \
 #       --exec "bash $PWD/tests/install/real-node.sh /tmp/slabvol-wh"
 #

@@ -14,7 +14,7 @@ python -m pytest "${common[@]}" tests/lvm -m "not alone" \
     --junitxml="$SLABVOL_OUT/lvm-junit.xml" \
     -n "${SLABVOL_TEST_WORKERS:-$(nproc)}" --dist loadgroup "$@"
 parallel=$?
-python -m pytest "${common[@]}" tests/lvm -m alone -p no:xdist \
+python -m pytest "${common[@]}" tests/lvm -m alone -n 0 \
     --junitxml="$SLABVOL_OUT/lvm-alone-junit.xml" "$@"
 alone=$?
 # 5 = no tests collected (e.g. a -k that selects only one group): not a failure
