@@ -72,8 +72,8 @@ else
     fi
 fi
 
-if [[ ! -f "$here/src/slabvol/install.py" ]]; then
-    say "error: $here/src/slabvol/install.py is missing;" \
+if [[ ! -f "$here/src/slabvol/install/__init__.py" ]]; then
+    say "error: $here/src/slabvol/install/__init__.py is missing;" \
         "run install.sh from a complete slabvol checkout"
     exit 1
 fi

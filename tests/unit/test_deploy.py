@@ -151,7 +151,7 @@ def test_the_daemonset_pod_can_enter_the_host_and_stages_the_source_on_it():
     assert volume["hostPath"]["path"] == stage  # same path in the container and on the host
     assert volume["hostPath"]["type"] == "DirectoryOrCreate"
     # the default arguments are ones install.sh accepts
-    from slabvol.install import parse_args
+    from slabvol.install.options import parse_args
     opts = parse_args(shlex.split(env["INSTALL_ARGS"]) + ["--source", REPO], environ={})
     assert opts.loopback and opts.size == 20 * 1024 ** 3
 

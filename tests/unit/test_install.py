@@ -3,7 +3,7 @@
 Every test gets a temp dir as the node's ``/`` (``--root``) and a ``FakeInstallNode``
 standing in for ``process.Runner``: a small model of LVM (PVs, VGs, tagged LVs), loop
 devices, wipefs/lsblk/blkid answers, systemd and the Python interpreters, which answers
-the exact argv forms install.py builds and fails the test on anything else. Kubelet
+the exact argv forms slabvol.install builds and fails the test on anything else. Kubelet
 command lines are injected (or written to the fake root's /proc). Nothing needs root,
 LVM or the network; the real-LVM checks are in docs/operations.md ("Testing the
 installer for real").
@@ -20,12 +20,21 @@ import textwrap
 import pytest
 
 from slabvol import __version__, config as config_mod
-from slabvol import install as I
+from slabvol.install import main as install_main
+from slabvol.install.config_file import CONFIG_HELP, default_config_text
+from slabvol.install.host import Host
+from slabvol.install.kubelet import detect_kubelet, resolve_plugin_dir
+from slabvol.install.layout import (
+    DEFAULT_LOOP_FILE, DEFAULT_PLUGIN_DIR, KNOWN_PLUGIN_DIRS, LOOP_UNIT, SYMLINK, VENV_COMPLETE)
+from slabvol.install.options import Options, human_size, parse_size
+from slabvol.install.prereqs import LVM_TOOLS
+from slabvol.install.runtime import IMPORT_CHECK
+from slabvol.install.volume_group import METADATA_SIZE, PARTITION_TABLES
 from slabvol.lvm import REPORT_FLAGS
 from slabvol.process import Result, Runner
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
-DEFAULT_EXE = f"{I.DEFAULT_PLUGIN_DIR}/ax~vol_plugin/vol_plugin"
+DEFAULT_EXE = f"{DEFAULT_PLUGIN_DIR}/ax~vol_plugin/vol_plugin"
 MIB = 1024 * 1024
 DEBIAN = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n'
 ROCKY = 'NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\n'
@@ -39,7 +48,7 @@ def vg_missing(vg):
 class FakeInstallNode(Runner):
     """``run`` is the real Runner's (raise on failure); only ``call`` is faked."""
 
-    """The node as install.py sees it through the runner."""
+    """The node as slabvol.install sees it through the runner."""
 
     def __init__(self, root):
         self.root = root
@@ -93,7 +102,7 @@ class FakeInstallNode(Runner):
         if argv[1:4] == ["-m", "pip", "install"]:
             self.python_has_slabvol.add(argv[0])
             return 0, f"Successfully installed slabvol-{__version__}\n", ""
-        if argv[1:] == ["-c", I.IMPORT_CHECK]:
+        if argv[1:] == ["-c", IMPORT_CHECK]:
             if argv[0] in self.python_has_slabvol:
                 return 0, __version__ + "\n", ""
             return 1, "", "ModuleNotFoundError: No module named 'slabvol'\n"
@@ -160,12 +169,12 @@ class FakeInstallNode(Runner):
             return 2, "", ""
         lines = [f"DEVNAME={argv[-1]}"]
         for sig in sigs:
-            key = "PTTYPE" if sig["type"] in I.PARTITION_TABLES else "TYPE"
+            key = "PTTYPE" if sig["type"] in PARTITION_TABLES else "TYPE"
             lines.append(f"{key}={sig['type']}")
         return 0, "\n".join(lines) + "\n", ""
 
     def cmd_pvcreate(self, argv):
-        assert argv[:3] == ["pvcreate", "--metadatasize", I.METADATA_SIZE], argv
+        assert argv[:3] == ["pvcreate", "--metadatasize", METADATA_SIZE], argv
         dev = argv[3]
         if self.signatures.get(dev):
             return 5, "", f"  WARNING: signature detected on {dev}. Wipe it? [y/n]: [n]\n"
@@ -315,7 +324,7 @@ class Env:
 
     def run(self, *args):
         out, err = io.StringIO(), io.StringIO()
-        code = I.main(["--root", self.root, "--source", REPO, *args], runner=self.node,
+        code = install_main(["--root", self.root, "--source", REPO, *args], runner=self.node,
                       processes=self.processes, which=self.which, stdout=out, stderr=err)
         self.out, self.err = out.getvalue(), err.getvalue()
         return code
@@ -332,8 +341,8 @@ class Env:
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     e = Env(tmp_path)
-    monkeypatch.setattr(I.Host, "free_bytes", lambda host, path: e.free)
-    monkeypatch.setattr(I.Host, "read_only",
+    monkeypatch.setattr(Host, "free_bytes", lambda host, path: e.free)
+    monkeypatch.setattr(Host, "read_only",
                         lambda host, path: any(path.startswith(p) for p in e.read_only))
     return e
 
@@ -341,13 +350,13 @@ def env(tmp_path, monkeypatch):
 # -- argument handling -------------------------------------------------------------------
 
 def test_help_lists_the_options_and_the_known_plugin_dirs(capsys):
-    assert I.main(["--help"]) == 0
+    assert install_main(["--help"]) == 0
     text = capsys.readouterr().out
     for option in ("--disk", "--loopback", "--size", "--force", "--prefix", "--python",
                    "--wheelhouse", "--plugin-dir", "--uninstall", "--purge", "--dry-run",
                    "--root", "--skip-vg"):
         assert option in text
-    for _, path in I.KNOWN_PLUGIN_DIRS:
+    for _, path in KNOWN_PLUGIN_DIRS:
         assert path in text
 
 
@@ -380,17 +389,17 @@ def test_bad_arguments_are_refused_and_change_nothing(env, args, message):
 
 
 def test_parse_size_understands_binary_suffixes():
-    assert I.parse_size("20G") == 20 * 1024 ** 3
-    assert I.parse_size("512M") == 512 * MIB
-    assert I.parse_size("1TiB") == 1024 ** 4
-    assert I.parse_size("2gb") == 2 * 1024 ** 3
-    assert I.human_size(20 * 1024 ** 3) == "20G"
+    assert parse_size("20G") == 20 * 1024 ** 3
+    assert parse_size("512M") == 512 * MIB
+    assert parse_size("1TiB") == 1024 ** 4
+    assert parse_size("2gb") == 2 * 1024 ** 3
+    assert human_size(20 * 1024 ** 3) == "20G"
 
 
 def test_without_root_privileges_it_refuses_before_doing_anything(monkeypatch, capsys):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     node = FakeInstallNode("/")
-    assert I.main(["--source", REPO, "--skip-vg"], runner=node, processes=[]) == 1
+    assert install_main(["--source", REPO, "--skip-vg"], runner=node, processes=[]) == 1
     assert "run it as root" in capsys.readouterr().err
     assert node.calls == []
 
@@ -615,7 +624,7 @@ def test_a_failed_vgcreate_leaves_no_physical_volume_behind(env):
 def test_loopback_creates_a_sparse_file_a_volume_group_and_a_boot_unit(env):
     os.makedirs(env.path("/run/systemd/system"))
     assert env.run("--loopback", "--size", "2G") == 0, env.err
-    image = env.path(I.DEFAULT_LOOP_FILE)
+    image = env.path(DEFAULT_LOOP_FILE)
     assert os.path.getsize(image) == 2 * 1024 ** 3
     assert os.stat(image).st_blocks == 0  # sparse
     assert stat.S_IMODE(os.stat(image).st_mode) == 0o600
@@ -623,15 +632,15 @@ def test_loopback_creates_a_sparse_file_a_volume_group_and_a_boot_unit(env):
     assert env.node.commands("pvcreate") == [["pvcreate", "--metadatasize", "64m",
                                               "/dev/loop0"]]
     assert env.node.commands("vgcreate") == [["vgcreate", "slabvol", "/dev/loop0"]]
-    unit = read(env.path(f"/etc/systemd/system/{I.LOOP_UNIT}"))
-    assert f"losetup --associated {I.DEFAULT_LOOP_FILE} | grep -q . || losetup --find " \
-           f"{I.DEFAULT_LOOP_FILE}" in unit
+    unit = read(env.path(f"/etc/systemd/system/{LOOP_UNIT}"))
+    assert f"losetup --associated {DEFAULT_LOOP_FILE} | grep -q . || losetup --find " \
+           f"{DEFAULT_LOOP_FILE}" in unit
     assert "vgchange --activate y slabvol" in unit
     assert "Before=kubelet.service" in unit and "WantedBy=multi-user.target" in unit
-    assert ["systemctl", "enable", I.LOOP_UNIT] in env.node.calls
-    assert ["systemctl", "start", I.LOOP_UNIT] in env.node.calls
+    assert ["systemctl", "enable", LOOP_UNIT] in env.node.calls
+    assert ["systemctl", "start", LOOP_UNIT] in env.node.calls
     manifest = json.loads(read(env.path("/opt/slabvol/install.json")))
-    assert manifest["loopback_file"] == I.DEFAULT_LOOP_FILE
+    assert manifest["loopback_file"] == DEFAULT_LOOP_FILE
 
 
 def test_loopback_is_idempotent(env):
@@ -649,7 +658,7 @@ def test_loopback_is_idempotent(env):
 def test_after_a_reboot_the_loop_file_is_attached_and_activated_not_recreated(env):
     assert env.run("--loopback", "--size", "1G") == 0, env.err
     # reboot: the loop device is gone, the file keeps its LVM label
-    image = env.path(I.DEFAULT_LOOP_FILE)
+    image = env.path(DEFAULT_LOOP_FILE)
     env.node.loops.clear()
     env.node.pvs.clear()
     env.node.signatures[image] = [{"type": "LVM2_member", "offset": "0x218"}]
@@ -693,7 +702,7 @@ def test_a_loop_file_bigger_than_the_free_space_is_refused_unless_forced(env):
     assert "has 5G free, less than --size 20G" in env.err
     assert "I/O errors" in env.err
     refused(env)
-    assert not os.path.exists(env.path(I.DEFAULT_LOOP_FILE))
+    assert not os.path.exists(env.path(DEFAULT_LOOP_FILE))
     assert env.run("--loopback", "--size", "20G", "--force") == 0, env.err
 
 
@@ -702,15 +711,15 @@ def test_a_failed_vgcreate_on_a_new_loop_file_undoes_the_file_and_the_loop(env):
     assert env.run("--loopback", "--size", "1G") == 1
     assert "could not create volume group" in env.err
     assert env.node.loops == {}
-    assert not os.path.exists(env.path(I.DEFAULT_LOOP_FILE))
+    assert not os.path.exists(env.path(DEFAULT_LOOP_FILE))
 
 
 def test_loopback_without_systemd_warns_how_to_reattach_at_boot(env):
     assert env.run("--loopback", "--size", "1G") == 0, env.err
     assert "systemd is not running here" in env.err
-    assert f"losetup --find {I.DEFAULT_LOOP_FILE} && vgchange --activate y slabvol" in env.err
+    assert f"losetup --find {DEFAULT_LOOP_FILE} && vgchange --activate y slabvol" in env.err
     assert env.node.commands("systemctl") == []
-    assert os.path.exists(env.path(f"/etc/systemd/system/{I.LOOP_UNIT}"))
+    assert os.path.exists(env.path(f"/etc/systemd/system/{LOOP_UNIT}"))
 
 
 def test_loopback_when_the_volume_group_is_on_a_disk_is_refused(env):
@@ -724,9 +733,9 @@ def test_loopback_when_the_volume_group_is_on_a_disk_is_refused(env):
 
 def detected(env, processes):
     env.processes = processes
-    host = I.Host(env.root, runner=env.node, processes=processes, out=io.StringIO())
-    opts = I.Options()
-    return I.resolve_plugin_dir(host, opts, I.detect_kubelet(host))
+    host = Host(env.root, runner=env.node, processes=processes, out=io.StringIO())
+    opts = Options()
+    return resolve_plugin_dir(host, opts, detect_kubelet(host))
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -735,7 +744,7 @@ def detected(env, processes):
     (["kubelet", "--volume-plugin-dir", "/var/lib/kubelet/volumeplugins/"],
      "/var/lib/kubelet/volumeplugins"),
     (["/usr/local/bin/hyperkube", "kubelet", "--volume-plugin-dir=/opt/flex"], "/opt/flex"),
-    (["/usr/bin/kubelet", "--kubeconfig=/etc/kubernetes/kubelet.conf"], I.DEFAULT_PLUGIN_DIR),
+    (["/usr/bin/kubelet", "--kubeconfig=/etc/kubernetes/kubelet.conf"], DEFAULT_PLUGIN_DIR),
 ])
 def test_the_plugin_dir_comes_from_the_kubelet_flag(env, argv, expected):
     plugin_dir, why = detected(env, [(812, argv)])
@@ -822,7 +831,7 @@ def test_k3s_args_in_its_systemd_unit_are_found(env):
 
 def test_k3s_without_settings_uses_the_kubelet_default(env):
     plugin_dir, why = detected(env, [(500, ["/usr/local/bin/k3s server"])])
-    assert plugin_dir == I.DEFAULT_PLUGIN_DIR
+    assert plugin_dir == DEFAULT_PLUGIN_DIR
     assert "k3s" in why and "kubelet default" in why
 
 
@@ -837,7 +846,7 @@ def test_microk8s_kubelite_args_file_is_read(env):
 
 def test_without_a_kubelet_the_default_is_used(env):
     plugin_dir, why = detected(env, [(1, ["/sbin/init"]), (2, ["sshd", "-D"])])
-    assert plugin_dir == I.DEFAULT_PLUGIN_DIR
+    assert plugin_dir == DEFAULT_PLUGIN_DIR
     assert "no running kubelet" in why
 
 
@@ -846,10 +855,10 @@ def test_processes_are_read_from_proc(env):
           "/usr/bin/kubelet\0--volume-plugin-dir=/from/proc\0--v=2\0")
     write(env.path("/proc/self/cmdline"), "python3\0")
     write(env.path("/proc/17/cmdline"), "")  # a kernel thread
-    host = I.Host(env.root, runner=env.node, out=io.StringIO())
+    host = Host(env.root, runner=env.node, out=io.StringIO())
     assert (4242, ["/usr/bin/kubelet", "--volume-plugin-dir=/from/proc", "--v=2"]) \
         in host.processes()
-    assert I.detect_kubelet(host).plugin_dir == "/from/proc"
+    assert detect_kubelet(host).plugin_dir == "/from/proc"
 
 
 def test_kubelets_that_disagree_need_plugin_dir(env):
@@ -876,7 +885,7 @@ def test_the_detected_plugin_dir_is_used_and_reported(env):
 
 
 def test_a_read_only_plugin_dir_is_refused_with_the_way_out(env):
-    env.read_only = {I.DEFAULT_PLUGIN_DIR}
+    env.read_only = {DEFAULT_PLUGIN_DIR}
     assert env.run("--skip-vg") == 1
     assert "read-only filesystem" in env.err
     assert "--plugin-dir /var/lib/kubelet/volumeplugins" in env.err
@@ -902,8 +911,8 @@ def test_an_existing_config_with_another_kubelet_dir_is_warned_about(env):
 
 def test_the_default_config_lists_every_key_commented_out_and_loads_as_the_defaults(tmp_path):
     keys = {f.name for f in config_mod.fields(config_mod.Config)} - {"path"}
-    assert set(I.CONFIG_HELP) == keys
-    text = I.default_config_text()
+    assert set(CONFIG_HELP) == keys
+    text = default_config_text()
     for key in keys:
         assert f"\n# {key} =" in text
     path = tmp_path / "slabvol.conf"
@@ -964,7 +973,7 @@ def test_the_runtime_is_a_virtual_environment_under_the_prefix(env):
     assert "--no-index" not in pip
     source = pip[-1]
     assert not os.path.exists(source)  # a scratch copy of the checkout, removed again
-    assert os.path.exists(env.path(venv[0][3][len(env.root):] + "/" + I.VENV_COMPLETE))
+    assert os.path.exists(env.path(venv[0][3][len(env.root):] + "/" + VENV_COMPLETE))
 
 
 def test_a_wheelhouse_installs_offline(env, tmp_path):
@@ -1020,7 +1029,7 @@ def test_the_executable_is_installed_atomically_complete_and_executable(env):
     (tmp, final_then), = env.node.init_checked
     assert os.path.dirname(tmp) == os.path.dirname(exe)  # same dir: rename is atomic
     assert final_then is None  # checked before it was put in place
-    link = env.path(I.SYMLINK)
+    link = env.path(SYMLINK)
     assert os.readlink(link) == DEFAULT_EXE
 
 
@@ -1030,7 +1039,7 @@ def test_a_new_driver_that_fails_init_does_not_replace_the_old_one(env, monkeypa
     old = read(exe)
     # a new checkout (another source hash) whose driver is broken
     env.node.init_answer = (1, '{"status": "Failure", "message": "vol_plugin cannot start"}')
-    monkeypatch.setattr(I, "source_hash", lambda source, python: "fffffffffff0")
+    monkeypatch.setattr("slabvol.install.runtime.source_hash", lambda source, python: "fffffffffff0")
     assert env.run("--skip-vg") == 1
     assert "the new driver does not answer `init` correctly" in env.err
     assert "vol_plugin cannot start" in env.err
@@ -1042,7 +1051,7 @@ def test_a_new_driver_that_fails_init_does_not_replace_the_old_one(env, monkeypa
 def test_an_upgrade_builds_a_new_environment_switches_and_removes_the_old_one(env, monkeypatch):
     assert env.run("--skip-vg") == 0, env.err
     old_python = env.venv_python()
-    monkeypatch.setattr(I, "source_hash", lambda source, python: "0123456789ab")
+    monkeypatch.setattr("slabvol.install.runtime.source_hash", lambda source, python: "0123456789ab")
     assert env.run("--skip-vg") == 0, env.err
     new_python = env.venv_python()
     assert new_python == f"/opt/slabvol/venvs/{__version__}-0123456789ab/bin/python"
@@ -1054,10 +1063,10 @@ def test_an_upgrade_builds_a_new_environment_switches_and_removes_the_old_one(en
 def test_an_incomplete_environment_is_rebuilt(env):
     assert env.run("--skip-vg") == 0, env.err
     venv = env.path(env.venv_python()[:-len("/bin/python")])
-    os.remove(os.path.join(venv, I.VENV_COMPLETE))
+    os.remove(os.path.join(venv, VENV_COMPLETE))
     assert env.run("--skip-vg") == 0, env.err
     assert "removed incomplete virtual environment" in env.out
-    assert os.path.exists(os.path.join(venv, I.VENV_COMPLETE))
+    assert os.path.exists(os.path.join(venv, VENV_COMPLETE))
 
 
 def test_a_too_long_interpreter_path_is_refused(env):
@@ -1067,9 +1076,9 @@ def test_a_too_long_interpreter_path_is_refused(env):
 
 
 def test_a_foreign_file_at_the_symlink_path_is_left_alone(env):
-    write(env.path(I.SYMLINK), "#!/bin/sh\necho mine\n")
+    write(env.path(SYMLINK), "#!/bin/sh\necho mine\n")
     assert env.run("--skip-vg") == 0, env.err
-    assert read(env.path(I.SYMLINK)) == "#!/bin/sh\necho mine\n"
+    assert read(env.path(SYMLINK)) == "#!/bin/sh\necho mine\n"
     assert "left alone" in env.err and f"{DEFAULT_EXE} status" in env.err
 
 
@@ -1096,11 +1105,11 @@ def test_uninstall_removes_driver_and_runtime_and_keeps_vg_slabs_config_and_loop
     assert env.run("--uninstall") == 0, env.err
     assert not os.path.exists(env.path(DEFAULT_EXE))
     assert not os.path.exists(env.path(os.path.dirname(DEFAULT_EXE)))
-    assert not os.path.lexists(env.path(I.SYMLINK))
+    assert not os.path.lexists(env.path(SYMLINK))
     assert not os.path.exists(env.path("/opt/slabvol"))
     assert os.path.exists(env.path("/etc/slabvol/slabvol.conf"))
-    assert os.path.exists(env.path(I.DEFAULT_LOOP_FILE))
-    assert os.path.exists(env.path(f"/etc/systemd/system/{I.LOOP_UNIT}"))
+    assert os.path.exists(env.path(DEFAULT_LOOP_FILE))
+    assert os.path.exists(env.path(f"/etc/systemd/system/{LOOP_UNIT}"))
     assert env.node.changing_calls() == []
     assert len(env.node.lvs["slabvol"]) == 2
     assert "Kept volume group slabvol with 2 slab(s)" in env.out
@@ -1126,10 +1135,10 @@ def test_purge_removes_the_slabs_the_vg_the_loop_file_the_unit_and_the_config(en
                                              ["lvremove", "--yes", "slabvol/slab_b"]]
     assert ["vgremove", "slabvol"] in env.node.calls
     assert ["pvremove", "/dev/loop0"] in env.node.calls
-    assert ["systemctl", "disable", I.LOOP_UNIT] in env.node.calls
+    assert ["systemctl", "disable", LOOP_UNIT] in env.node.calls
     assert ["losetup", "--detach", "/dev/loop0"] in env.node.calls
     assert env.node.loops == {} and env.node.pvs == {}
-    for gone in (I.DEFAULT_LOOP_FILE, f"/etc/systemd/system/{I.LOOP_UNIT}",
+    for gone in (DEFAULT_LOOP_FILE, f"/etc/systemd/system/{LOOP_UNIT}",
                  "/etc/slabvol/slabvol.conf", "/opt/slabvol", DEFAULT_EXE):
         assert not os.path.exists(env.path(gone)), gone
     # the order: the driver goes first, so no new slab appears while the VG is purged
@@ -1145,8 +1154,8 @@ def test_purge_only_removes_slabs_and_keeps_a_vg_with_other_lvs(env):
     assert removed == ["slabvol/slab_a", "slabvol/slab_b"]
     assert "precious" in env.err and "it was kept" in env.err
     assert env.node.commands("vgremove") == [] and env.node.commands("pvremove") == []
-    assert os.path.exists(env.path(I.DEFAULT_LOOP_FILE))
-    assert env.node.loops == {"/dev/loop0": env.path(I.DEFAULT_LOOP_FILE)}
+    assert os.path.exists(env.path(DEFAULT_LOOP_FILE))
+    assert env.node.loops == {"/dev/loop0": env.path(DEFAULT_LOOP_FILE)}
 
 
 def test_an_incomplete_purge_keeps_the_config_that_names_the_volume_group(env):
@@ -1211,7 +1220,7 @@ def test_uninstall_of_nothing_is_harmless(env):
 
 # -- install.sh itself ---------------------------------------------------------------------------
 
-STUB_TOOLS = I.LVM_TOOLS + ("mkfs.ext4", "mkfs.xfs", "mount", "umount", "flock")
+STUB_TOOLS = LVM_TOOLS + ("mkfs.ext4", "mkfs.xfs", "mount", "umount", "flock")
 
 
 @pytest.fixture
@@ -1289,7 +1298,7 @@ def test_install_sh_help(stub_path):
 
 def test_the_operations_doc_lists_every_config_key_and_install_option():
     doc = read(os.path.join(REPO, "docs", "operations.md"))
-    for key in I.CONFIG_HELP:
+    for key in CONFIG_HELP:
         default = getattr(config_mod.Config(), key)
         default = f"{default:g}" if isinstance(default, float) else str(default)
         assert f"| `{key}` | `{default}` |" in doc or (default == "" and f"| `{key}` |" in doc)

@@ -1,0 +1,204 @@
+"""The node as install.sh sees it: files under ``--root``, commands through the
+runner, and a record of every change (printed as it happens; only printed in ``--dry-run``)."""
+
+import os
+import shutil
+import sys
+import tempfile
+from typing import List
+
+from ..errors import SlabvolError
+from ..process import Result, Runner
+from .layout import DRIVER_DIR
+
+
+class InstallError(SlabvolError):
+    """The install cannot go on; the message says what happened and what to do."""
+
+
+class UsageError(InstallError):
+    """Bad command line (exit code 2)."""
+
+
+class Host:
+    def __init__(self, root="/", runner=None, dry_run=False, which=None, processes=None,
+                 out=None, err=None):
+        self.root = os.path.abspath(root)
+        self.runner = runner or Runner()
+        self.dry_run = dry_run
+        self._which = which or shutil.which
+        self._processes = processes
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.changes: List[str] = []
+
+    # paths
+    def path(self, host_path):
+        """The file the installer touches for ``host_path`` (prefixed with --root)."""
+        if self.root == "/":
+            return host_path
+        return os.path.join(self.root, host_path.lstrip("/"))
+
+    # output
+    def say(self, text=""):
+        print(text, file=self.out, flush=True)
+
+    def changed(self, text):
+        self.changes.append(text)
+        self.say(("  would: " if self.dry_run else "  changed: ") + text)
+
+    def same(self, text):
+        self.say("  unchanged: " + text)
+
+    def warn(self, text):
+        print(f"install.sh: warning: {text}", file=self.err, flush=True)
+
+    # commands
+    def which(self, name):
+        return self._which(name)
+
+    def query(self, argv):
+        """Run a command that changes nothing (also in --dry-run)."""
+        return self.runner.call(argv)
+
+    def change(self, argv, what=None):
+        """Run a command that changes the node (printed only, in --dry-run)."""
+        self.changed(what or "ran `" + " ".join(str(a) for a in argv) + "`")
+        if self.dry_run:
+            return Result(tuple(argv), 0, "", "")
+        return self.runner.run(argv)
+
+    # files
+    def write_file(self, host_path, text, mode=0o644, what=None):
+        """Replace a file atomically (temp file in the same dir, fsync, rename)."""
+        self.changed(what or f"wrote {host_path}")
+        if self.dry_run:
+            return
+        write_atomically(self.path(host_path), text, mode)
+
+    def make_dirs(self, host_path, mode=0o755):
+        if os.path.isdir(self.path(host_path)):
+            return
+        self.changed(f"created directory {host_path}")
+        if not self.dry_run:
+            os.makedirs(self.path(host_path), mode=mode, exist_ok=True)
+
+    def remove_file(self, host_path, what=None):
+        """Remove a file or symlink; False when there was none."""
+        return self._remove(host_path, what, os.remove)
+
+    def remove_tree(self, host_path, what=None):
+        """Remove a dir and everything in it; False when there was none."""
+        return self._remove(host_path, what, shutil.rmtree)
+
+    def _remove(self, host_path, what, remover):
+        target = self.path(host_path)
+        if not os.path.lexists(target):
+            return False
+        self.changed(what or f"removed {host_path}")
+        if not self.dry_run:
+            remover(target)
+        return True
+
+    def remove_empty_dir(self, host_path):
+        """Remove a dir of ours once it is empty. Only dirs named after slabvol (or the
+        driver's ax~vol_plugin) count as ours: never /var/tmp, /opt or a custom --prefix
+        that merely happened to be emptied."""
+        name = os.path.basename(host_path.rstrip("/"))
+        if "slabvol" not in name and name != DRIVER_DIR:
+            return
+        target = self.path(host_path)
+        try:
+            if os.path.isdir(target) and not os.listdir(target):
+                self.changed(f"removed empty directory {host_path}")
+                if not self.dry_run:
+                    os.rmdir(target)
+        except OSError:
+            pass
+
+    # facts
+    def processes(self):
+        """[(pid, argv)] of the running processes (injected in tests)."""
+        if self._processes is not None:
+            return list(self._processes)
+        return read_processes(self.path("/proc"))
+
+    def has_systemd(self):
+        return os.path.isdir(self.path("/run/systemd/system"))
+
+    def read_only(self, host_path):
+        """Whether ``host_path`` (or the nearest existing parent) is on a read-only fs."""
+        probe = existing_parent(self.path(host_path))
+        try:
+            return bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+        except OSError:
+            return False
+
+    def free_bytes(self, host_path):
+        st = os.statvfs(existing_parent(self.path(host_path)))
+        return st.f_bavail * st.f_frsize
+
+    def read_text(self, host_path):
+        try:
+            with open(self.path(host_path), encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except OSError:
+            return None
+
+
+def existing_parent(path):
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and path != os.path.dirname(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def write_atomically(path, text, mode=0o644):
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_processes(proc_dir):
+    procs = []
+    try:
+        names = os.listdir(proc_dir)
+    except OSError:
+        return procs
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc_dir, name, "cmdline"), "rb") as handle:
+                raw = handle.read()
+        except OSError:
+            continue
+        argv = [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0") if a]
+        if argv:
+            procs.append((int(name), argv))
+    return procs

@@ -1,0 +1,96 @@
+"""Prerequisites: which tools are missing, and the command that installs them on this
+distribution."""
+
+import sys
+
+from .host import InstallError
+from .layout import MIN_PYTHON
+
+
+# Tools, by the package that provides them. Missing "required" ones stop the install.
+LVM_TOOLS = ("pvs", "vgs", "lvs", "pvcreate", "vgcreate", "vgchange", "lvcreate", "lvchange",
+             "lvremove")
+
+
+PACKAGES = {  # package key -> name per distribution family
+    "lvm2": {"debian": "lvm2", "rhel": "lvm2", "suse": "lvm2", "alpine": "lvm2"},
+    "e2fsprogs": {"debian": "e2fsprogs", "rhel": "e2fsprogs", "suse": "e2fsprogs",
+                  "alpine": "e2fsprogs"},
+    "xfsprogs": {"debian": "xfsprogs", "rhel": "xfsprogs", "suse": "xfsprogs",
+                 "alpine": "xfsprogs"},
+    "util-linux": {"debian": "util-linux", "rhel": "util-linux", "suse": "util-linux",
+                   "alpine": "util-linux"},
+    "mount": {"debian": "mount", "rhel": "util-linux", "suse": "util-linux",
+              "alpine": "util-linux"},
+    # the venv module of the very interpreter install.sh runs with (python3.11-venv, ...)
+    "venv": {"debian": f"python3.{sys.version_info[1]}-venv", "rhel": "python3",
+             "suse": "python3", "alpine": "python3"},
+}
+
+
+INSTALL_COMMAND = {"debian": "apt-get install -y", "rhel": "dnf install -y",
+                   "suse": "zypper install -y", "alpine": "apk add"}
+
+
+def distro_family(host):
+    text = host.read_text("/etc/os-release") or ""
+    ids = set()
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key in ("ID", "ID_LIKE"):
+            ids.update(value.strip().strip('"').lower().split())
+    for family, names in (("debian", {"debian", "ubuntu"}),
+                          ("rhel", {"rhel", "centos", "fedora", "rocky", "almalinux", "amzn",
+                                    "ol"}),
+                          ("suse", {"suse", "sles", "opensuse", "opensuse-leap"}),
+                          ("alpine", {"alpine"})):
+        if ids & names:
+            return family
+    return None
+
+
+def install_hint(host, package_keys):
+    family = distro_family(host)
+    keys = list(dict.fromkeys(package_keys))
+    if family:
+        names = " ".join(dict.fromkeys(PACKAGES[k][family] for k in keys))
+        return f"`{INSTALL_COMMAND[family]} {names}`"
+    deb = " ".join(dict.fromkeys(PACKAGES[k]["debian"] for k in keys))
+    rpm = " ".join(dict.fromkeys(PACKAGES[k]["rhel"] for k in keys))
+    return f"`apt-get install -y {deb}` (Debian, Ubuntu) or `dnf install -y {rpm}` (RHEL, Fedora)"
+
+
+def check_prerequisites(host, opts, need_venv):
+    """Raise InstallError naming every missing tool and the command that installs it."""
+    missing, keys = [], []
+
+    def need(tools, key):
+        absent = [t for t in tools if not host.which(t)]
+        if absent:
+            missing.append(", ".join(absent))
+            keys.append(key)
+
+    if sys.version_info < MIN_PYTHON:
+        raise InstallError(f"Python {'.'.join(map(str, MIN_PYTHON))} or newer is needed, "
+                           f"this is {sys.version.split()[0]} ({sys.executable}); install a "
+                           f"newer python3 and run install.sh again")
+    need(LVM_TOOLS, "lvm2")
+    need(("mkfs.ext4",), "e2fsprogs")
+    need(("mount", "umount"), "mount")
+    util = ["flock"]
+    if opts.disk:
+        util += ["wipefs", "lsblk"]
+    if opts.loopback:
+        util += ["wipefs", "losetup"]
+    need(tuple(dict.fromkeys(util)), "util-linux")
+    if need_venv:
+        probe = host.query([sys.executable, "-m", "ensurepip", "--version"])
+        if not probe.ok:
+            missing.append(f"Python's venv/ensurepip for {sys.executable}")
+            keys.append("venv")
+    if missing:
+        raise InstallError("missing prerequisites: " + "; ".join(missing) + ". Install them "
+                           "with " + install_hint(host, keys) + " and run install.sh again")
+    if not host.which("mkfs.xfs"):
+        host.warn("mkfs.xfs is not installed: pods asking for fsType xfs will fail to mount "
+                  "(ext4 pods are fine); install it with " + install_hint(host, ["xfsprogs"]))

@@ -1,0 +1,261 @@
+"""The runtime (a virtual environment per source hash, or ``--python``) and the driver
+executable, installed atomically where the kubelet finds it."""
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Optional
+
+from .. import __version__
+from ..errors import CommandError, SlabvolError
+from .host import fsync_dir, InstallError
+from .layout import DRIVER_DIR, EXECUTABLE, SYMLINK, VENV_COMPLETE, VENVS
+
+
+SHEBANG_MAX = 127  # older kernels cut a #! line after 127 bytes
+SOURCE_FILES = ("setup.cfg", "pyproject.toml", "vol_plugin")
+
+
+def source_files(source):
+    files = [f for f in SOURCE_FILES if os.path.isfile(os.path.join(source, f))]
+    package = os.path.join(source, "src", "slabvol")
+    for dirpath, dirnames, filenames in os.walk(package):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                files.append(os.path.relpath(os.path.join(dirpath, name), source))
+    return files
+
+
+def check_source(source):
+    missing = [f for f in ("vol_plugin", "setup.cfg", "src/slabvol/__init__.py")
+               if not os.path.isfile(os.path.join(source, f))]
+    if missing:
+        raise InstallError(f"{source} is not a complete slabvol checkout (missing "
+                           f"{', '.join(missing)}); run install.sh from the slabvol source tree")
+
+
+def source_hash(source, python):
+    digest = hashlib.sha256()
+    digest.update(f"{os.path.realpath(python)} {sys.version}\n".encode())
+    for rel in source_files(source):
+        digest.update(rel.encode() + b"\0")
+        with open(os.path.join(source, rel), "rb") as handle:
+            digest.update(handle.read())
+        digest.update(b"\0")
+    return digest.hexdigest()[:12]
+
+
+IMPORT_CHECK = "import slabvol, click, psutil; print(slabvol.__version__)"
+
+
+@dataclass
+class Runtime:
+    python: str  # the interpreter for the #! line (a host path)
+    venv: Optional[str] = None  # host path of the venv, if we build one
+    ready: bool = False
+
+
+def plan_runtime(host, opts):
+    if opts.python:
+        result = host.query([opts.python, "-c", IMPORT_CHECK])
+        if not result.ok:
+            raise InstallError(
+                f"--python {opts.python} cannot import slabvol, click and psutil "
+                f"({(result.stderr.strip().splitlines() or ['?'])[-1]}); install them into it "
+                f"(`{opts.python} -m pip install {opts.source}`) or leave out --python to let "
+                f"install.sh build a virtual environment")
+        version = result.stdout.strip()
+        if version != __version__:
+            host.warn(f"--python {opts.python} has slabvol {version}, this checkout is "
+                      f"{__version__}; the driver will run slabvol {version}")
+        return Runtime(python=opts.python, ready=True)
+    name = f"{__version__}-{source_hash(opts.source, sys.executable)}"
+    venv = f"{opts.prefix}/{VENVS}/{name}"
+    runtime = Runtime(python=f"{venv}/bin/python", venv=venv)
+    if os.path.exists(host.path(f"{venv}/{VENV_COMPLETE}")):
+        check = host.query([host.path(runtime.python), "-c", IMPORT_CHECK])
+        runtime.ready = check.ok and check.stdout.strip() == __version__
+    return runtime
+
+
+def shebang_for(python):
+    line = f"#!{python}"
+    if len(line) > SHEBANG_MAX:
+        raise InstallError(f"the interpreter path {python} is too long for a #! line "
+                           f"({len(line)} > {SHEBANG_MAX} characters); use a shorter --prefix")
+    return line
+
+
+def build_runtime(host, opts, runtime):
+    if runtime.ready:
+        host.same(f"runtime {runtime.venv or runtime.python}")
+        return
+    venv = runtime.venv
+    if os.path.exists(host.path(venv)):
+        host.remove_tree(venv, f"removed incomplete virtual environment {venv}")
+    host.make_dirs(f"{opts.prefix}/{VENVS}")
+    host.change([sys.executable, "-m", "venv", host.path(venv)],
+                f"created virtual environment {venv} (Python {sys.version.split()[0]})")
+    pip = [host.path(runtime.python), "-m", "pip", "install", "--no-input",
+           "--disable-pip-version-check", "--no-cache-dir"]
+    scratch = None
+    try:
+        if opts.wheelhouse:
+            pip += ["--no-index", "--find-links", opts.wheelhouse]
+        wheel = _wheel_in(opts.wheelhouse)
+        if wheel:
+            pip.append(f"slabvol=={__version__}")
+        else:
+            # Build from a scratch copy so the checkout stays clean (pip builds in-tree).
+            scratch = tempfile.mkdtemp(prefix="slabvol-build-")
+            copy_source(opts.source, scratch)
+            pip.append(scratch)
+        try:
+            host.change(pip, "installed slabvol and its dependencies into it" +
+                        (f" from {opts.wheelhouse}" if opts.wheelhouse else ""))
+            if not host.dry_run:
+                check = host.query([host.path(runtime.python), "-c", IMPORT_CHECK])
+                if not check.ok or check.stdout.strip() != __version__:
+                    raise InstallError(f"the new virtual environment {venv} does not import "
+                                       f"slabvol {__version__}: "
+                                       f"{check.stderr.strip() or check.stdout.strip()}")
+        except SlabvolError as exc:
+            if not host.dry_run and os.path.exists(host.path(venv)):
+                shutil.rmtree(host.path(venv))
+            hint = ("" if opts.wheelhouse else " If this node has no internet access, build a "
+                    "wheelhouse where there is (`pip wheel -w wheelhouse /path/to/slabvol`), "
+                    "copy it here and pass --wheelhouse DIR.")
+            detail = exc.stderr.strip().splitlines()[-3:] if isinstance(exc, CommandError) \
+                else [str(exc)]
+            raise InstallError(f"could not install slabvol into {venv}: "
+                               f"{' / '.join(detail)}.{hint} Nothing else was changed.") \
+                from None
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if not host.dry_run:
+        with open(host.path(f"{venv}/{VENV_COMPLETE}"), "w", encoding="utf-8") as handle:
+            handle.write(__version__ + "\n")
+
+
+def _wheel_in(wheelhouse):
+    if not wheelhouse:
+        return None
+    prefix = f"slabvol-{__version__}-"
+    return next((n for n in sorted(os.listdir(wheelhouse))
+                 if n.startswith(prefix) and n.endswith(".whl")), None)
+
+
+def copy_source(source, dest):
+    for rel in source_files(source) + ["README.md"]:
+        src = os.path.join(source, rel)
+        if os.path.isfile(src):
+            os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+            shutil.copy2(src, os.path.join(dest, rel))
+
+
+def remove_old_venvs(host, prefix, keep):
+    base = host.path(f"{prefix}/{VENVS}")
+    if not os.path.isdir(base):
+        return
+    for name in sorted(os.listdir(base)):
+        venv = f"{prefix}/{VENVS}/{name}"
+        if venv != keep:
+            host.remove_tree(venv, f"removed old virtual environment {venv}")
+
+
+def render_executable(source, python):
+    with open(os.path.join(source, EXECUTABLE), encoding="utf-8") as handle:
+        text = handle.read()
+    first, _, rest = text.partition("\n")
+    if not first.startswith("#!"):
+        raise InstallError(f"{source}/{EXECUTABLE} does not start with a #! line")
+    return shebang_for(python) + "\n" + rest
+
+
+def install_executable(host, plugin_dir, content, runtime):
+    """Atomically put the driver at <plugin_dir>/ax~vol_plugin/vol_plugin.
+
+    The new file is written next to the old one, made executable, checked with ``init``
+    and only then renamed over it: the kubelet may run the driver at any moment and must
+    see either the old or the new file, complete.
+    """
+    driver_dir = f"{plugin_dir}/{DRIVER_DIR}"
+    final = f"{driver_dir}/{EXECUTABLE}"
+    final_path = host.path(final)
+    try:
+        with open(final_path, encoding="utf-8") as handle:
+            current = handle.read()
+        mode = stat.S_IMODE(os.stat(final_path).st_mode)
+    except (OSError, UnicodeDecodeError):
+        current, mode = None, None
+    if current == content and mode == 0o755:
+        host.same(final)
+        return final
+    host.make_dirs(plugin_dir)
+    host.make_dirs(driver_dir)
+    host.changed(f"installed {final} (runs {runtime.python})")
+    if host.dry_run:
+        return final
+    directory = host.path(driver_dir)
+    tmp = os.path.join(directory, f".{EXECUTABLE}.tmp-{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o755)
+        check = host.query([host.path(runtime.python) if runtime.venv else runtime.python,
+                            tmp, "init"])
+        try:
+            status = json.loads(check.stdout).get("status")
+        except (ValueError, AttributeError):
+            status = None
+        if status != "Success":
+            raise InstallError(f"the new driver does not answer `init` correctly (exit "
+                               f"{check.returncode}: "
+                               f"{(check.stdout.strip() or check.stderr.strip())[:300]}); "
+                               f"the installed one, if any, was left in place")
+        os.replace(tmp, final_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    fsync_dir(directory)
+    return final
+
+
+def install_symlink(host, target):
+    link = host.path(SYMLINK)
+    if os.path.islink(link):
+        current = os.readlink(link)
+        if current == target:
+            host.same(f"{SYMLINK} -> {target}")
+            return
+        if os.path.basename(current) != EXECUTABLE:
+            host.warn(f"{SYMLINK} points at {current}, not at the driver; left alone. Run "
+                      f"`{target} status` instead of `vol_plugin status`")
+            return
+    elif os.path.lexists(link):
+        host.warn(f"{SYMLINK} exists and is not a symlink; left alone. Run `{target} status` "
+                  f"instead of `vol_plugin status`")
+        return
+    host.changed(f"linked {SYMLINK} -> {target}")
+    if host.dry_run:
+        return
+    tmp = f"{link}.tmp-{os.getpid()}"
+    try:
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    except OSError as exc:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        host.warn(f"could not create {SYMLINK} ({exc.strerror}); run `{target} status` "
+                  f"instead of `vol_plugin status`")
