@@ -35,19 +35,54 @@ def driver(*args):
     return json.loads(proc.stdout)
 
 
-def detach(image):
-    """Detach every loop device of image and wait until the kernel has let go of them.
+def power_off(vg, image):
+    """What a reboot does to a loop-backed VG: its LVs are inactive and the loop device of
+    image is gone. Returns once the kernel has really let go of the device.
 
-    An LVM command of another test worker scans every block device; while it holds ours
-    open, `losetup --detach` only marks it for auto-clear on last close. Attaching the file
-    again before then would find the old device still there (the VG would vanish from
-    under a later command when the device finally goes)."""
-    for line in sh("losetup", "--associated", image).stdout.splitlines():
-        sh("losetup", "--detach", line.split(":")[0])
-    deadline = time.monotonic() + 60
-    while sh("losetup", "--associated", image).stdout.strip():
-        assert time.monotonic() < deadline, f"{image} is still attached 60 s after the detach"
-        time.sleep(0.2)
+    `losetup --detach` of a device that something holds open only marks it for auto-clear
+    on last close. Two things can hold it: any concurrent LVM command, which scans every
+    block device (hence this test runs alone), and the guest's udev, whose LVM rule (69-lvm.rules) may
+    auto-activate the VG again (`vgchange -aay`) after our `vgchange -an`. Attaching the
+    file again while the old device lingers makes install.sh reuse it, and the VG vanishes
+    later, when the device finally goes. So: settle udev, deactivate, detach, wait; again
+    if an auto-activation won the race."""
+    left = []
+    for _ in range(5):
+        sh("udevadm", "settle", "--timeout=30", check=False)
+        sh("vgchange", "-an", vg)
+        sh("udevadm", "settle", "--timeout=30", check=False)
+        for line in sh("losetup", "--associated", image).stdout.splitlines():
+            sh("losetup", "--detach", line.split(":")[0])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            left = [line.split(":")[0] for line in
+                    sh("losetup", "--associated", image).stdout.splitlines()]
+            if not left:
+                return
+            time.sleep(0.2)
+    raise AssertionError(f"{image} is still attached after 5 rounds of deactivate and "
+                         f"detach:\n{holders_of(left)}")
+
+
+def holders_of(devices):
+    """What keeps loop devices open, for the failure message."""
+    report = [sh("losetup", "--list", check=False).stdout,
+              sh("dmsetup", "table", check=False).stdout]
+    for dev in devices:
+        name = os.path.basename(dev)
+        report.append(f"{name} holders: {os.listdir(f'/sys/block/{name}/holders')}")
+        report.append(sh("fuser", "-vm", dev, check=False).stderr)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            targets = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds}
+        except OSError:
+            continue
+        if targets & set(devices):
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+            report.append(f"pid {pid} has it open: {b' '.join(argv).decode(errors='replace')}")
+    return "\n".join(report)
 
 
 def exists(vg):
@@ -62,7 +97,7 @@ def clean_node(tmp_path):
     install("--uninstall", "--purge", "--force", "--prefix", str(tmp_path / "opt"), check=False)
 
 
-@pytest.mark.alone  # detaches a loop device: see detach()
+@pytest.mark.alone  # detaches a loop device: see power_off()
 def test_loopback_install_mount_reattach_uninstall_purge(clean_node):
     image = str(clean_node / "slabvol.img")
     base = ["--python", sys.executable, "--plugin-dir", PLUGIN_DIR,
@@ -89,8 +124,7 @@ def test_loopback_install_mount_reattach_uninstall_purge(clean_node):
     assert driver("unmount", target)["status"] == "Success"
 
     # a reboot: VG inactive, loop device gone; install.sh attaches the file again
-    sh("vgchange", "-an", VG)
-    detach(image)
+    power_off(VG, image)
     out = install("--loopback", image, *base).stdout
     assert f"attached {image} to a loop device" in out, out
     assert driver("mount", target, options)["status"] == "Success"
