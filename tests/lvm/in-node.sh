@@ -2,8 +2,8 @@
 # Runs on the node that has device-mapper (the VM, or a real host): load modules, run
 # the tier with the venv's pytest, in one boot:
 #   1. every test not marked `alone`, spread over one pytest-xdist worker per CPU;
-#   2. the tests marked `alone` (they detach loop devices, which a concurrent LVM scan of
-#      another worker would keep open), one at a time with nothing else running.
+#   2. the tests marked `alone` (they detach loop devices, which concurrent LVM commands
+#      would keep open), one at a time with nothing else running.
 # Extra arguments go to both pytest runs. Exits non-zero when either run fails.
 set -uo pipefail
 for module in dm-mod loop overlay; do modprobe "$module" 2>/dev/null || true; done
