@@ -24,11 +24,12 @@ def main(argv=None):
 
 
 def flex_main(argv, environ=None):
-    out_fd = os.dup(1)
+    out_fd = _result_fd()
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-    os.close(devnull)
+    if devnull > 2:  # (with 0 closed it landed on 0: keep it there, as stdin)
+        os.close(devnull)
     try:
         from .flex import FAILURE, exit_code, handle
         try:
@@ -39,10 +40,31 @@ def flex_main(argv, environ=None):
     except BaseException as exc:  # noqa: BLE001 - even an import failure is one JSON object
         out, code = {"status": "Failure", "message": f"internal error: {exc!r}"}, 1
     data = (json.dumps(out) + "\n").encode()
-    while data:
-        data = data[os.write(out_fd, data):]
-    os.close(out_fd)
+    try:
+        while data:
+            data = data[os.write(out_fd, data):]
+        os.close(out_fd)
+    except (OSError, TypeError):  # nowhere to write (out_fd None) or the reader is gone
+        pass
     return code
+
+
+def _result_fd():
+    """Where the one JSON object goes: a copy of stdout, or of stderr when stdout is closed
+    (the kubelet reads both as one stream); None when neither can be written.
+
+    A closed descriptor 1 is not always free: the interpreter may have opened the script
+    itself there (read-only), so "writable" is what counts, not "open"."""
+    import fcntl
+
+    for fd in (1, 2):
+        try:
+            mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        except OSError:
+            continue
+        if mode in (os.O_WRONLY, os.O_RDWR):  # a copy above 2, which are redirected next
+            return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    return None
 
 
 # -- the human commands ---------------------------------------------------------------
@@ -74,10 +96,19 @@ def human(argv):
     @cli.command(help="Repair after crashes and reboots: remove half-created slabs, return "
                       "slabs of vanished pods to the pool. Prints what it changed.")
     def gc():
-        repairs = _driver().gc()
-        for r in repairs:
+        report = _driver().gc()
+        for r in report.repaired:
             click.echo(f"{r.action:6} {r.slab.lv_name}: {r.reason}")
-        click.echo(f"gc: {len(repairs)} slab(s) repaired")
+        for r, error in report.failed:
+            click.echo(f"FAILED {r.slab.lv_name}: could not {r.action} it ({r.reason}): {error}")
+        for s in report.held:
+            where = "%d:%d" % s.device if s.device else "its device"
+            click.echo(f"held   {s.lv_name}: retired, but still open outside the driver; "
+                       f"find the holder with `grep -l ' {where} ' /proc/*/mountinfo` "
+                       f"and `fuser -v {s.lv_path}`, end it, and run gc again")
+        click.echo(f"gc: {len(report.repaired)} slab(s) repaired, {len(report.failed)} failed, "
+                   f"{len(report.held)} retired but still held")
+        return 1 if report.failed else 0
 
     @cli.command(name="help", hidden=True)
     @click.pass_context
@@ -85,7 +116,7 @@ def human(argv):
         click.echo(ctx.parent.get_help())
 
     try:
-        cli.main(args=argv, prog_name="vol_plugin", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="vol_plugin", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
@@ -96,7 +127,7 @@ def human(argv):
     except SlabvolError as exc:
         click.echo(f"vol_plugin: {exc}", err=True)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _driver():

@@ -1,6 +1,7 @@
 """Node configuration: an INI file, section [slabvol]; a missing file means defaults."""
 
 import configparser
+import math
 import os
 import re
 from dataclasses import dataclass, fields
@@ -22,7 +23,7 @@ class Config:
     cache_scope: str = "namespace"
     log_file: str = "/var/log/slabvol.log"
     log_max_bytes: int = 10 * 1024 * 1024
-    lock_file: str = "/run/lock/slabvol.lock"
+    lock_file: str = "/run/slabvol/slabvol.lock"  # a root-only dir (see lock.py)
     lock_timeout: float = 60.0
     metrics_file: str = ""
     path: str = ""
@@ -92,7 +93,10 @@ def _check(c):
         problems.append(f"prune_used_percent = {c.prune_used_percent} must be within 0..100")
     if c.cache_scope not in SCOPES:
         problems.append(f"cache_scope = {c.cache_scope!r} must be one of {', '.join(SCOPES)}")
-    if c.lock_timeout <= 0:
-        problems.append("lock_timeout must be positive")
+    if not (math.isfinite(c.lock_timeout) and c.lock_timeout > 0):
+        problems.append(f"lock_timeout = {c.lock_timeout} must be a finite positive number "
+                        f"of seconds")
+    if not os.path.isabs(c.lock_file):
+        problems.append(f"lock_file = {c.lock_file!r} must be an absolute path")
     if problems:
         raise ConfigError(f"config file {c.path}: " + "; ".join(problems))

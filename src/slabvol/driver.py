@@ -18,7 +18,7 @@ import os
 import signal
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List
 
 from . import policy
@@ -32,6 +32,8 @@ from .process import Runner
 log = logging.getLogger(__name__)
 
 FAILPOINT_ENV = "SLABVOL_FAILPOINT"
+DROPPED = "removed"
+RETIRED = "retired (never handed out; gc removes it once nothing holds it open)"
 
 
 def failpoint(name):
@@ -42,9 +44,18 @@ def failpoint(name):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+# The kubelet's dir for this driver's volumes: GetPodVolumeDir(uid,
+# EscapeQualifiedNameForDisk("ax/vol_plugin"), volume) in pkg/volume/flexvolume/plugin.go.
+PLUGIN_DIR_NAME = "ax~vol_plugin"
+VOLUME_NAME = policy.NAMESPACE  # a pod's volume name is a DNS-1123 label too
+
+
 def check_mount_dir(path, kubelet_dir):
-    """Refuse any dir that is not an absolute, normalised path inside <kubelet_dir>/pods/."""
-    pods = os.path.join(os.path.normpath(kubelet_dir), "pods") + os.sep
+    """The pod UID of a mount dir, which must be exactly the path the kubelet makes for a
+    volume of this driver: ``<kubelet_dir>/pods/<pod uid>/volumes/ax~vol_plugin/<volume>``.
+
+    The kubelet makes that path from the pod's real UID; a pod cannot choose it. So it is
+    the one identity on the node that options written by the pod cannot forge."""
     if not isinstance(path, str) or not path:
         raise BadRequest("no mount dir was given")
     if not os.path.isabs(path):
@@ -52,13 +63,39 @@ def check_mount_dir(path, kubelet_dir):
     if os.path.normpath(path) != path or "//" in path:
         raise BadRequest(f"mount dir {path!r} is not a normalised path (no '..', '.', '//' "
                          f"or trailing '/')")
-    if not path.startswith(pods):
+    pods = os.path.join(os.path.normpath(kubelet_dir), "pods") + os.sep
+    real_pods = os.path.join(os.path.realpath(kubelet_dir), "pods") + os.sep
+    prefix = next((p for p in (pods, real_pods) if path.startswith(p)), None)
+    if prefix is None:
         raise BadRequest(f"mount dir {path!r} is outside {pods}; slabvol only mounts into pod "
                          f"volume dirs (set kubelet_dir in the slabvol config if the kubelet "
                          f"uses another root dir)")
-    real_pods = os.path.join(os.path.realpath(kubelet_dir), "pods") + os.sep
-    if not os.path.realpath(path).startswith(real_pods):
-        raise BadRequest(f"mount dir {path!r} resolves outside {real_pods} through a symlink")
+    parts = path[len(prefix):].split(os.sep)
+    if len(parts) != 4 or parts[1:3] != ["volumes", PLUGIN_DIR_NAME]:
+        raise BadRequest(f"mount dir {path!r} is not a volume dir of this driver "
+                         f"({prefix}<pod uid>/volumes/{PLUGIN_DIR_NAME}/<volume name>)")
+    uid, volume = parts[0], parts[3]
+    if not policy.POD_UID.fullmatch(uid):
+        raise BadRequest(f"mount dir {path!r}: {uid!r} is not a pod UID (a UUID, or 32 hex "
+                         f"digits for a static pod)")
+    if not VOLUME_NAME.fullmatch(volume):
+        raise BadRequest(f"mount dir {path!r}: {volume!r} is not a volume name (a DNS label)")
+    return uid
+
+
+def resolve_mount_dir(path, kubelet_dir):
+    """The mount dir as the kernel's mount table records it: with every symlink resolved
+    (the kubelet dir itself may be a symlink, e.g. /var/lib/kubelet -> /data/kubelet).
+    Nothing below ``<kubelet_dir>/pods/`` may be a symlink. Call it under the node lock."""
+    real_pods = os.path.join(os.path.realpath(kubelet_dir), "pods")
+    pods = os.path.join(os.path.normpath(kubelet_dir), "pods")
+    rest = os.path.relpath(path, pods if path.startswith(pods + os.sep) else real_pods)
+    expected = os.path.join(real_pods, rest)
+    real = os.path.realpath(path)
+    if real != expected:
+        raise BadRequest(f"mount dir {path!r} resolves to {real!r} through a symlink below "
+                         f"{pods}; slabvol only mounts into the kubelet's own pod volume dirs")
+    return real
 
 
 @dataclass
@@ -68,8 +105,11 @@ class Snapshot:
     table: MountTable
 
     def busy(self):
-        """Names of slabs mounted anywhere, per the kernel's mount table."""
-        return frozenset(s.lv_name for s in self.slabs if self.table.of_device(s.device))
+        """Names of slabs open anywhere: mounted in this mount namespace (the mount table)
+        or open in any other (LVM's lv_device_open: a copy of a mount that outlived its pod
+        in another namespace, a process holding the device)."""
+        return frozenset(s.lv_name for s in self.slabs
+                         if s.open or self.table.of_device(s.device))
 
     def mounted_slab(self, mount_dir):
         """(mount, slab) on top at ``mount_dir``; (None, None) when nothing is mounted there.
@@ -84,8 +124,8 @@ class Snapshot:
                                f"(unmount it by hand if it does not belong there)")
         return mounted, slab
 
-    def claimed_for(self, mount_dir):
-        return [s for s in self.slabs if s.state == S.IN_USE and s.mount_dir == mount_dir]
+    def claimed_for(self, *mount_dirs):
+        return [s for s in self.slabs if s.state == S.IN_USE and s.mount_dir in mount_dirs]
 
 
 @dataclass
@@ -96,6 +136,15 @@ class Outcome:
     event: str = ""  # hit | miss | noop | release | prune | remove
     evicted: int = 0
     slab: str = ""
+
+
+@dataclass
+class GcReport:
+    """What ``gc`` (or the repair step of a mount) did, and what it could not do."""
+
+    repaired: List[policy.Repair]
+    failed: List[tuple]  # (Repair, error message)
+    held: List[S.Slab] = field(default_factory=list)  # retired, still open outside the driver
 
 
 class Driver:
@@ -111,10 +160,10 @@ class Driver:
 
     # -- reading ----------------------------------------------------------------------
 
-    def snapshot(self):
+    def snapshot(self, table=None):
         vg, lvs = self.lvm.report()
         slabs = [s for s in (S.Slab.from_lv(lv) for lv in lvs) if s is not None]
-        return Snapshot(vg, slabs, self.read_mounts())
+        return Snapshot(vg, slabs, self.read_mounts() if table is None else table)
 
     def lock(self):
         return NodeLock(self.config.lock_file, self.config.lock_timeout)
@@ -122,43 +171,77 @@ class Driver:
     # -- mount ------------------------------------------------------------------------
 
     def mount(self, mount_dir, request, readonly=False):
-        check_mount_dir(mount_dir, self.config.kubelet_dir)
+        uid = check_mount_dir(mount_dir, self.config.kubelet_dir)
+        if request.pod_uid != uid:
+            raise BadRequest(
+                f"the options say kubernetes.io/pod.uid={request.pod_uid!r}, but the kubelet "
+                f"mounts into the volume dir of pod {uid}; a pod's flexVolume options must "
+                f"not set kubernetes.io/ keys (they override the kubelet's own). Nothing was "
+                f"changed. Remove the key from the pod spec; the slabvol admission policy in "
+                f"deploy/ rejects such pods")
         if not os.path.isdir(mount_dir):
             raise BadRequest(f"mount dir {mount_dir} does not exist; the kubelet creates it "
                              f"before calling mount")
         with self.lock():
+            real_dir = resolve_mount_dir(mount_dir, self.config.kubelet_dir)
             snap = self.snapshot()
-            mounted, owner = snap.mounted_slab(mount_dir)
+            mounted, owner = snap.mounted_slab(real_dir)
             if mounted is not None:
                 return Outcome(f"{mount_dir} is already mounted ({owner.lv_name})", "noop",
                                slab=owner.lv_name)
-            if self._repair(snap):
-                snap = self.snapshot()
-            claimed = snap.claimed_for(mount_dir)
+            if self._repair(snap).repaired:
+                snap = self.snapshot(snap.table)
+            claimed = snap.claimed_for(mount_dir, real_dir)
             if claimed:
                 slab = claimed[0]
-                log.info("finishing the interrupted mount of %s on %s", slab.lv_name, mount_dir)
-                self._mount_fs(slab, mount_dir, readonly, fresh=False)
+                log.info("finishing the interrupted mount of %s on %s", slab.lv_name, real_dir)
+                self._mount_fs(slab, real_dir, readonly, fresh=False)
                 return Outcome(f"finished the interrupted mount of {slab.lv_name}", "hit",
                                slab=slab.lv_name)
-            decision = policy.plan_mount(request, snap.vg, snap.slabs, snap.busy(),
+            return self._serve(snap, request, real_dir, readonly)
+
+    def _serve(self, snap, request, mount_dir, readonly):
+        """Plan and carry out a new claim. A victim LVM will not remove (held open outside
+        the driver) is skipped and the plan made again without it."""
+        skip = set()
+        while True:
+            decision = policy.plan_mount(request, snap.vg, snap.slabs, snap.busy() | skip,
                                          self.config.cache_scope)
-            owner_fields = dict(state=S.IN_USE, namespace=request.namespace,
-                                pod_uid=request.pod_uid, mount_dir=mount_dir,
-                                cache_key=request.cache_key)
             if isinstance(decision, policy.Refuse):
                 log.info("refuse %s MiB %s for %s: %s", request.size_mb, request.fs_type,
                          mount_dir, decision.message)
                 raise NoRoom(decision.message)
+            owner_fields = dict(state=S.IN_USE, namespace=request.namespace,
+                                pod_uid=request.pod_uid, mount_dir=mount_dir,
+                                cache_key=request.cache_key)
             if isinstance(decision, policy.Reuse):
                 return self._reuse(decision.slab, mount_dir, readonly, owner_fields)
-            return self._create(decision, request, mount_dir, readonly, owner_fields)
+            stuck = self._evict(decision.evict)
+            if stuck is None:
+                return self._create(decision, request, mount_dir, readonly, owner_fields)
+            skip.add(stuck)
+            snap = self.snapshot(snap.table)
+
+    def _evict(self, victims):
+        """Remove ``victims``; the name of the first that LVM refuses to remove, or None."""
+        for victim in victims:
+            try:
+                self.lvm.remove(victim.lv_name)
+            except CommandError as exc:
+                log.warning("cannot evict %s (%s); choosing another victim", victim.lv_name,
+                            exc)
+                return victim.lv_name
+            log.info("evict %s (%s MiB, last used %s) to make room", victim.lv_name,
+                     victim.size_mb, victim.last_used)
+            failpoint("mount:after-evict")
+        return None
 
     def _reuse(self, slab, mount_dir, readonly, owner_fields):
         started = time.monotonic()
-        self.lvm.change_tags(slab.lv_name, *S.retag(slab, **owner_fields))
+        delete, add, claimed = S.retagged(slab, **owner_fields)
+        self.lvm.change_tags(slab.lv_name, delete, add)
         failpoint("mount:after-claim")
-        self._mount_fs(slab, mount_dir, readonly, fresh=False)
+        self._mount_fs(claimed, mount_dir, readonly, fresh=False)
         log.info("reuse %s (%s MiB %s, ns=%s, key=%s, %d earlier uses) for %s in %.2f s",
                  slab.lv_name, slab.size_mb, slab.fs_type, slab.namespace or "-",
                  slab.cache_key or "-", slab.use_count, mount_dir, time.monotonic() - started)
@@ -166,11 +249,6 @@ class Driver:
 
     def _create(self, decision, request, mount_dir, readonly, owner_fields):
         started = time.monotonic()
-        for victim in decision.evict:
-            self.lvm.remove(victim.lv_name)
-            log.info("evict %s (%s MiB, last used %s) to make room", victim.lv_name,
-                     victim.size_mb, victim.last_used)
-            failpoint("mount:after-evict")
         name = self.new_name()
         fields = dict(owner_fields, state=S.CREATING, size_mb=request.size_mb,
                       fs_type=request.fs_type, type=request.type, use_count=0)
@@ -185,9 +263,10 @@ class Driver:
         failpoint("mount:after-mkfs")
         created = S.Slab.from_lv(LogicalVolume(name, path, decision.size_bytes,
                                                 tuple(S.new_tags(**fields)), True, None, None))
-        self.lvm.change_tags(name, *S.retag(created, state=S.IN_USE))
+        delete, add, claimed = S.retagged(created, state=S.IN_USE)
+        self.lvm.change_tags(name, delete, add)
         failpoint("mount:after-claim")
-        self._mount_fs(created, mount_dir, readonly, fresh=True)
+        self._mount_fs(claimed, mount_dir, readonly, fresh=True)
         log.info("create %s (%d MiB %s, ns=%s, key=%s, %s) for %s after evicting %d in %.2f s",
                  name, request.size_mb, request.fs_type, request.namespace or "-",
                  request.cache_key or "-", request.type, mount_dir, len(decision.evict),
@@ -195,42 +274,76 @@ class Driver:
         return Outcome(f"created slab {name}", "miss", evicted=len(decision.evict), slab=name)
 
     def _mount_fs(self, slab, mount_dir, readonly, fresh):
-        if not slab.active:  # e.g. after a reboot; also when finishing an interrupted mount
-            self.lvm.activate(slab.lv_name)
+        """Activate (after a reboot the LV may be inactive) and mount a claimed slab. Any
+        failure drops the slab: it is only a cache, and a slab that will not activate or
+        mount must not pin the pod (every kubelet retry would finish the claim on it) nor
+        go back to the pool."""
         argv = ["mount", "-t", slab.fs_type or "ext4"]
         if readonly:
             argv += ["-o", "ro"]
         argv += [slab.lv_path, mount_dir]
         try:
+            if not slab.active:
+                self.lvm.activate(slab.lv_name)
             self.runner.run(argv)
-        except CommandError as exc:
-            # A slab that will not mount must not block the pod forever: it is only a
-            # cache, so drop it and let the kubelet's retry get a fresh one.
-            self.lvm.remove(slab.lv_name)
-            log.error("mount of %s on %s failed, slab removed: %s", slab.lv_name, mount_dir, exc)
+        except SlabvolError as exc:
+            detail = (exc.stderr.strip() if isinstance(exc, CommandError) else "") or str(exc)
+            fate = (DROPPED if self._drop(slab, f"it failed to mount on {mount_dir}")
+                    else RETIRED)
+            log.error("mount of %s on %s failed, slab %s: %s", slab.lv_name, mount_dir, fate,
+                      exc)
             raise SlabvolError(f"mounting {'new' if fresh else 'cached'} slab {slab.lv_name} on "
-                               f"{mount_dir} failed ({exc.stderr.strip() or exc}); the slab was "
-                               f"removed and the kubelet's retry will create a fresh one") from None
+                               f"{mount_dir} failed ({detail}); the slab was {fate}, and the "
+                               f"kubelet's retry will get another one") from None
         failpoint("mount:after-mount")
+
+    def _drop(self, slab, why):
+        """Remove a slab that must go. If LVM refuses (something outside the driver holds it
+        open), retire it instead: never handed out again, removed by the first gc or mount
+        that finds it no longer held. True when it is gone."""
+        try:
+            self.lvm.remove(slab.lv_name)
+            return True
+        except SlabvolError as exc:
+            log.warning("could not remove %s (%s): %s; retiring it", slab.lv_name, why, exc)
+        try:
+            self.lvm.change_tags(slab.lv_name, *S.retag(
+                slab, state=S.RETIRED, pod_uid=None, mount_dir=None))
+        except SlabvolError as exc:
+            log.error("could not retire %s either: %s", slab.lv_name, exc)
+        return False
 
     # -- unmount ----------------------------------------------------------------------
 
     def unmount(self, mount_dir):
         check_mount_dir(mount_dir, self.config.kubelet_dir)
         with self.lock():
-            snap = self.snapshot()
-            mounted, slab = snap.mounted_slab(mount_dir)
-            if mounted is None:
-                claimed = snap.claimed_for(mount_dir)
-                if not claimed:
-                    return Outcome(f"nothing is mounted on {mount_dir}", "noop")
-                slab = claimed[0]
-            used = None
-            if mounted is not None:
-                used = self.usage(mount_dir)
-                self._umount(mount_dir)
-                failpoint("unmount:after-umount")
-            return self._release(slab, used, mount_dir)
+            real_dir = resolve_mount_dir(mount_dir, self.config.kubelet_dir)
+            table = self.read_mounts()
+            if table.at(real_dir) is None:
+                return self._release_claim(mount_dir, real_dir, table)
+            snap = self.snapshot(table)
+            mounted, slab = snap.mounted_slab(real_dir)
+            used = self.usage(real_dir)
+            self._umount(real_dir)
+            failpoint("unmount:after-umount")
+            return self._release(slab, used, real_dir)
+
+    def _release_claim(self, mount_dir, real_dir, table):
+        """Nothing is mounted: release a claim on the dir (left by a crash) if LVM can be
+        read. If it cannot (the VG is gone, e.g. a loopback VG after a reboot), there is
+        nothing to unmount, so the pod must not hang: Success, and ``gc`` or the next mount
+        returns the claim to the pool once the VG is back and the dir is gone."""
+        try:
+            snap = self.snapshot(table)
+        except SlabvolError as exc:
+            log.warning("unmount %s: nothing is mounted there and LVM cannot be read (%s); "
+                        "any claim on it is released by gc once the VG is back", real_dir, exc)
+            return Outcome(f"nothing is mounted on {mount_dir}", "noop")
+        claimed = snap.claimed_for(mount_dir, real_dir)
+        if not claimed:
+            return Outcome(f"nothing is mounted on {mount_dir}", "noop")
+        return self._release(claimed[0], None, real_dir)
 
     def _umount(self, mount_dir):
         result = self.runner.call(["umount", mount_dir])
@@ -245,15 +358,13 @@ class Driver:
     def _release(self, slab, used, where):
         action, reason = policy.plan_release(slab, used, self.config.prune_used_percent)
         if action == policy.REMOVE:
-            try:
-                self.lvm.remove(slab.lv_name)
-            except CommandError as exc:  # still open elsewhere (e.g. a propagated mount)
-                log.warning("could not remove %s (%s); returning it to the pool instead",
-                            slab.lv_name, exc)
-            else:
+            if self._drop(slab, reason):
                 log.info("remove %s from %s: %s", slab.lv_name, where, reason)
                 return Outcome(f"removed slab {slab.lv_name}: {reason}",
                                "remove" if slab.anonymous else "prune", slab=slab.lv_name)
+            return Outcome(f"unmounted; slab {slab.lv_name} is to be removed ({reason}) but "
+                           f"is still held open outside this pod, so it was {RETIRED}",
+                           "retire", slab=slab.lv_name)
         self._return_to_pool(slab)
         log.info("free %s from %s: %s", slab.lv_name, where, reason)
         return Outcome(f"slab {slab.lv_name} is free for the next pod ({reason})", "release",
@@ -267,16 +378,27 @@ class Driver:
     # -- repair -----------------------------------------------------------------------
 
     def _repair(self, snap):
+        """Carry out ``policy.plan_repair`` slab by slab: one that LVM refuses is logged and
+        skipped, and the rest are still repaired."""
         live = {s.mount_dir for s in snap.slabs
                 if s.state == S.IN_USE and s.mount_dir and os.path.isdir(s.mount_dir)}
-        repairs = policy.plan_repair(snap.slabs, snap.busy(), live)
-        for repair in repairs:
-            if repair.action == policy.REMOVE:
-                self.lvm.remove(repair.slab.lv_name)
-            else:
-                self._return_to_pool(repair.slab)
+        busy = snap.busy()
+        report = GcReport([], [], [s for s in snap.slabs
+                                   if s.state == S.RETIRED and s.lv_name in busy])
+        for repair in policy.plan_repair(snap.slabs, busy, live):
+            try:
+                if repair.action == policy.REMOVE:
+                    self.lvm.remove(repair.slab.lv_name)
+                else:
+                    self._return_to_pool(repair.slab)
+            except SlabvolError as exc:
+                log.warning("gc: could not %s %s (%s): %s; skipped, the next gc retries",
+                            repair.action, repair.slab.lv_name, repair.reason, exc)
+                report.failed.append((repair, str(exc)))
+                continue
             log.info("gc: %s %s: %s", repair.action, repair.slab.lv_name, repair.reason)
-        return repairs
+            report.repaired.append(repair)
+        return report
 
     def gc(self):
         with self.lock():
@@ -295,7 +417,7 @@ class Driver:
                 "mount_dir": s.mount_dir,
                 "used_percent": self.usage(mounts[0].mountpoint) if mounts else None,
                 "last_used": s.last_used, "use_count": s.use_count,
-                "cache_key": s.cache_key, "type": s.type,
+                "cache_key": s.cache_key, "type": s.type, "open": s.open,
             })
         vg = snap.vg
         return {"volume_group": {"name": vg.name, "size_mb": vg.size // policy.MIB,

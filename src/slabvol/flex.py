@@ -51,7 +51,7 @@ def parse_options(text):
     logged or stored.
     """
     from .errors import BadRequest
-    from .policy import Request
+    from .policy import NAMESPACE, POD_UID, Request
     from .slab import ANONYMOUS, GRAPH, TYPES
 
     try:
@@ -90,10 +90,24 @@ def parse_options(text):
         raise BadRequest("option cache_key must be 1 to 200 printable ASCII characters "
                          "without spaces")
     readonly = get(READWRITE_KEY, "rw") == "ro"
+    namespace, pod_uid = get(NAMESPACE_KEY), get(POD_UID_KEY)
+    if not NAMESPACE.fullmatch(namespace):
+        raise BadRequest(f"{NAMESPACE_KEY}={_shown(namespace)} is not a Kubernetes namespace "
+                         f"(a DNS-1123 label of at most 63 characters); the kubelet always "
+                         f"sends one, so a pod's options must have overridden it")
+    if not POD_UID.fullmatch(pod_uid):
+        raise BadRequest(f"{POD_UID_KEY}={_shown(pod_uid)} is not a pod UID (a UUID); the "
+                         f"kubelet always sends one, so a pod's options must have overridden it")
     request = Request(size_mb=int(size), fs_type=fs_type, type=vol_type,
-                      namespace=get(NAMESPACE_KEY), pod_uid=get(POD_UID_KEY),
+                      namespace=namespace, pod_uid=pod_uid,
                       cache_key="" if vol_type == ANONYMOUS else cache_key)
     return request, readonly
+
+
+def _shown(value, limit=80):
+    """A value for a message: ASCII only (no control characters or lone surrogates), cut."""
+    text = ascii(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
 
 
 def handle(argv, environ=None):
@@ -140,6 +154,9 @@ def _handle_volume_call(verb, args, environ):
         else:
             log.info("unmount %s", args[0])
             outcome = driver.unmount(args[0])
+    except BadRequest:  # refused before anything ran: count it, and run nothing more
+        record(config, None, "failure")
+        raise
     except Exception:
         record(config, driver, "failure")
         raise

@@ -13,8 +13,11 @@ from .errors import CommandError, NoRoom, SlabvolError
 
 REPORT_FLAGS = ("--reportformat", "json", "--units", "b", "--nosuffix")
 VG_FIELDS = ("vg_name", "vg_size", "vg_free", "vg_extent_size")
+# lv_device_open: the kernel's open count of the LV's device is not zero. It covers every
+# mount namespace (a copy of a mount that outlived its pod elsewhere holds the device open),
+# where the mount table covers only this process's own.
 LV_FIELDS = ("lv_name", "lv_path", "lv_size", "lv_tags", "lv_active",
-             "lv_kernel_major", "lv_kernel_minor")
+             "lv_kernel_major", "lv_kernel_minor", "lv_device_open")
 
 
 class VgNotFound(SlabvolError):
@@ -42,6 +45,7 @@ class LogicalVolume:
     active: bool
     major: Optional[int]
     minor: Optional[int]
+    open: bool = False
 
 
 def _int(text, default=None):
@@ -84,7 +88,8 @@ def parse_report(text, vg_name):
             name=row["lv_name"], path=row.get("lv_path") or f"/dev/{vg_name}/{row['lv_name']}",
             size=_int(row.get("lv_size"), 0), tags=tags,
             active=row.get("lv_active", "") == "active",
-            major=None if major < 0 else major, minor=None if minor < 0 else minor))
+            major=None if major < 0 else major, minor=None if minor < 0 else minor,
+            open=row.get("lv_device_open", "") == "open"))
     return vg, lvs
 
 
@@ -95,13 +100,19 @@ def _vg_missing(vg_name):
 
 
 def _classify(error, vg_name, lv_name=None):
-    text = error.stderr
-    if "Volume group" in text and "not found" in text:
+    """A typed error for LVM's own "not found" and "no room" messages about *this* VG or LV.
+
+    Only LVM's error lines count, matched with the names in them: a warning such as
+    "Device for PV ... not found or rejected by a filter" is not a missing LV.
+    """
+    lines = [line.strip() for line in error.stderr.splitlines()]
+    if f'Volume group "{vg_name}" not found' in lines:
         return VgNotFound(_vg_missing(vg_name))
-    if lv_name and ("Failed to find logical volume" in text or "not found" in text):
+    if lv_name and f'Failed to find logical volume "{vg_name}/{lv_name}"' in lines:
         return LvNotFound(f"logical volume {vg_name}/{lv_name} does not exist")
-    if "Insufficient free" in text or "insufficient free" in text:
-        return NoRoom(f"volume group {vg_name!r} has no room: {text.strip()}")
+    if any(line.startswith(f'Volume group "{vg_name}" has insufficient free space')
+           for line in lines):
+        return NoRoom(f"volume group {vg_name!r} has no room: {error.stderr.strip()}")
     return error
 
 

@@ -23,12 +23,15 @@ COUNTERS = {
 
 
 def record(config, driver, event, evicted=0):
-    """Count ``event`` and rewrite the metrics file. Never raises: metrics must not fail a
-    mount."""
+    """Count ``event`` and rewrite the metrics file from ``driver.status()``; with no driver
+    (a request refused before anything ran) only count it, without running LVM. Never
+    raises: metrics must not fail a mount."""
     if not config.metrics_file:
         return
     try:
         counts = _bump(config.metrics_file + ".counters", event, evicted)
+        if driver is None:
+            return
         status = driver.status()
         _write_atomically(config.metrics_file, render(status, counts))
     except Exception:  # noqa: BLE001 - see docstring

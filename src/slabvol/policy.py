@@ -4,6 +4,7 @@ Read this module as the specification of which slab a pod gets, what is evicted 
 make room, what happens to a slab when its pod is done, and what ``gc`` repairs.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -13,6 +14,13 @@ MIB = 1024 * 1024
 SCOPE_NAMESPACE = "namespace"
 SCOPE_NODE = "node"
 SCOPES = (SCOPE_NAMESPACE, SCOPE_NODE)
+
+
+# A pod's identity as the kubelet states it: its namespace, a DNS-1123 label, and its UID,
+# a UUID from the API server or, for a static pod, the 32 hex digits of the manifest's MD5
+# (kubelet pkg/kubelet/config/common.go).
+NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+POD_UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,8 @@ def plan_mount(request, vg, slabs, busy=frozenset(), scope=SCOPE_NAMESPACE):
     """Decide how to serve ``request``.
 
     ``vg`` is the VolumeGroup (bytes), ``slabs`` every slab in it, ``busy`` the names of
-    slabs the kernel's mount table shows mounted anywhere.
+    slabs that must not be touched: open anywhere (mounted in any mount namespace, or held
+    by any process), and any the caller could not remove a moment ago.
 
     1. Reuse a free slab that is ``reusable``: same cache_key first, then most recently used.
     2. Else create one, if the VG's free space holds it.
@@ -116,7 +125,8 @@ def plan_mount(request, vg, slabs, busy=frozenset(), scope=SCOPE_NAMESPACE):
     in_use = sum(s.size_bytes for s in slabs if s.state != S.FREE)
     return Refuse(
         f"no room for a {request.size_mb} MiB slab in volume group {vg.name!r}: "
-        f"{_mib(vg.free)} MiB free, {_mib(in_use)} MiB held by slabs in use or in transition, "
+        f"{_mib(vg.free)} MiB free, {_mib(in_use)} MiB held by slabs in use, in transition "
+        f"or retired, "
         f"{_mib(room - vg.free)} MiB in free slabs that could be evicted; the kubelet retries "
         f"when a pod releases its slab (or grow the VG, or ask for less)")
 
@@ -127,7 +137,10 @@ KEEP = "free"
 
 
 def plan_release(slab, used_percent: Optional[float], prune_used_percent):
-    """(REMOVE or KEEP, reason) for a slab whose pod has unmounted it."""
+    """(REMOVE or KEEP, reason) for a slab whose pod has unmounted it.
+
+    A slab to REMOVE that LVM will not remove (something outside the driver still holds it
+    open) is retired instead, never returned to the pool: see ``plan_repair``."""
     if slab.anonymous:
         return REMOVE, "anonymous slab: never reused"
     if used_percent is None:
@@ -149,16 +162,20 @@ class Repair:
 def plan_repair(slabs, busy, live_dirs):
     """Repairs after crashes and reboots.
 
-    ``busy``: names of slabs mounted anywhere; ``live_dirs``: the mount dirs of in-use
+    ``busy``: names of slabs open anywhere; ``live_dirs``: the mount dirs of in-use
     slabs that still exist. Must only be called under the node lock, so no other slabvol
     operation is mid-flight and every transitional state belongs to a dead process.
+    Each repair stands alone: the caller applies them one by one and goes on past one that
+    fails.
     """
     repairs = []
     for s in slabs:
         if s.lv_name in busy:
-            continue  # mounted: in use by something, never touched
+            continue  # open: in use by something, never touched
         if s.state == S.CREATING:
             repairs.append(Repair(REMOVE, s, "half-created by an interrupted mount"))
+        elif s.state == S.RETIRED:
+            repairs.append(Repair(REMOVE, s, "retired slab that nothing holds any more"))
         elif s.state == S.FREE and s.anonymous:
             repairs.append(Repair(REMOVE, s, "anonymous slab left free: never reused"))
         elif s.state == S.IN_USE and s.mount_dir not in live_dirs:

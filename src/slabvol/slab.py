@@ -10,15 +10,21 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+from .lvm import LogicalVolume
+
 PREFIX = "slabvol."
 SCHEMA_VERSION = "1"
 
 # States. A slab is "in-use" from the moment it is claimed for a mount dir until it is
-# released; "creating" covers lvcreate..mkfs (a crash there leaves a slab gc removes).
+# released; "creating" covers lvcreate..mkfs (a crash there leaves a slab gc removes);
+# "retired" is a slab that must go but could not be removed yet (something outside the
+# driver still holds it open): never handed out, removed by the next mount or gc that
+# finds it no longer held.
 CREATING = "creating"
 IN_USE = "in-use"
 FREE = "free"
-STATES = (CREATING, IN_USE, FREE)
+RETIRED = "retired"
+STATES = (CREATING, IN_USE, FREE, RETIRED)
 
 # Types.
 GRAPH = "ax-docker-graph-storage"
@@ -72,6 +78,7 @@ class Slab:
     active: bool = True
     major: Optional[int] = None
     minor: Optional[int] = None
+    open: bool = False  # the device is open: mounted (in any mount namespace) or held
     state: str = ""
     size_mb: Optional[int] = None
     fs_type: str = ""
@@ -114,7 +121,7 @@ class Slab:
                         continue
                 values[name] = text
         return cls(lv_name=lv.name, lv_path=lv.path, size_bytes=lv.size, active=lv.active,
-                   major=lv.major, minor=lv.minor, raw_tags=raw, **values)
+                   major=lv.major, minor=lv.minor, open=lv.open, raw_tags=raw, **values)
 
 
 def new_tags(**fields):
@@ -124,6 +131,15 @@ def new_tags(**fields):
         if value not in (None, ""):
             tags.append(make_tag(KEYS[name], value))
     return tags
+
+
+def retagged(slab, **changes):
+    """(tags to delete, tags to add, the slab as it is once LVM has made that change)."""
+    delete, add = retag(slab, **changes)
+    tags = tuple(t for t in slab.raw_tags.values() if t not in delete) + tuple(add)
+    return delete, add, Slab.from_lv(LogicalVolume(
+        slab.lv_name, slab.lv_path, slab.size_bytes, tags, slab.active, slab.major,
+        slab.minor, slab.open))
 
 
 def retag(slab, **changes):

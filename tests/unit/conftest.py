@@ -47,7 +47,7 @@ def _restore_the_slabvol_logger():
 @pytest.fixture
 def config():
     return Config(volume_group="slabvol", kubelet_dir=KUBELET,
-                  lock_file="/run/lock/slabvol.lock", log_file="/var/log/slabvol.log")
+                  lock_file="/run/slabvol/slabvol.lock", log_file="/var/log/slabvol.log")
 
 
 @pytest.fixture

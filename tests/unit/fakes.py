@@ -15,6 +15,7 @@ filesystem usage per mount dir (``usage``).
 import json
 import os
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -34,8 +35,14 @@ MKFS = {
 }
 
 
+def pod_uid(label="uid-1"):
+    """A pod UID as the API server makes them (a UUID), the same for the same label."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, label))
+
+
 def pod_dir(uid="uid-1", name="docker"):
-    return f"{KUBELET}/pods/{uid}/volumes/ax~vol_plugin/{name}"
+    """The kubelet's volume dir for this driver of the pod labelled ``uid``."""
+    return f"{KUBELET}/pods/{pod_uid(uid)}/volumes/ax~vol_plugin/{name}"
 
 
 def make_driver(node, config):
@@ -83,6 +90,7 @@ class FakeLv:
     minor: int
     active: bool = True
     fs: Optional[str] = None  # set by mkfs
+    held: bool = False  # open outside this mount namespace (a leaked copy of a mount)
 
 
 class Crash(BaseException):
@@ -103,6 +111,7 @@ class FakeNode(Runner):
     busy_dirs: set = field(default_factory=set)  # umount says "target is busy"
     used: dict = field(default_factory=dict)  # mount dir -> used percent (None: unreadable)
     missing_vg: bool = False
+    unactivatable: set = field(default_factory=set)  # LV names whose activation fails
     crash_after: Optional[int] = None  # raise Crash once the N-th command has taken effect
 
     # -- the Runner interface ------------------------------------------------------------
@@ -151,6 +160,9 @@ class FakeNode(Runner):
 
     def device(self, name):
         return (DM_MAJOR, self.lvs[name].minor)
+
+    def is_open(self, lv):
+        return lv.active and (lv.held or bool(self.read_mounts().of_device(self.device(lv.name))))
 
     def mounted_at(self, path):
         return self.read_mounts().at(path)
@@ -214,7 +226,8 @@ class FakeNode(Runner):
                           lv_size=str(lv.size), lv_tags=",".join(sorted(lv.tags)),
                           lv_active="active" if lv.active else "",
                           lv_kernel_major=str(DM_MAJOR) if lv.active else "-1",
-                          lv_kernel_minor=str(lv.minor) if lv.active else "-1")
+                          lv_kernel_minor=str(lv.minor) if lv.active else "-1",
+                          lv_device_open="open" if self.is_open(lv) else "")
             rows.append({f: values[f] for f in fields})
         return 0, report_json("vg", rows), ""  # no row at all for a VG without LVs
 
@@ -256,6 +269,9 @@ class FakeNode(Runner):
             name = self._lv_arg(argv[3])
             if name not in self.lvs:
                 return self._no_lv(name)
+            if name in self.unactivatable:  # a fault injected by a test
+                return 5, "", (f"  device-mapper: reload ioctl on  ({DM_MAJOR}:"
+                               f"{self.lvs[name].minor}) failed: Invalid argument\n")
             self.lvs[name].active = True
             return 0, "", ""
         delete, i, error = self._tags(argv, 1, "--deltag")
@@ -278,7 +294,7 @@ class FakeNode(Runner):
         name = self._lv_arg(argv[2])
         if name not in self.lvs:
             return self._no_lv(name)
-        if self.read_mounts().of_device(self.device(name)):
+        if self.is_open(self.lvs[name]):  # as captured: lvremove_mounted, _held_elsewhere
             return 5, "", f"  Logical volume {self.vg_name}/{name} contains a filesystem in use.\n"
         del self.lvs[name]
         return 0, f'  Logical volume "{name}" successfully removed.\n', ""
@@ -317,6 +333,8 @@ class FakeNode(Runner):
             return 32, "", (f"mount: {target}: wrong fs type, bad option, bad superblock on "
                             f"{device}, missing codepage or helper program, or other error.\n")
         source = f"/dev/mapper/{self.vg_name}-{lv.name}"
+        target = os.path.realpath(target)  # the kernel records the resolved path (captured:
+        # mountinfo_through_symlink)
         if any(m.device == (DM_MAJOR, lv.minor) and m.mountpoint == target
                for m in self.mounts):
             return 32, "", f"mount: {target}: {source} already mounted on {target}.\n"
@@ -328,7 +346,7 @@ class FakeNode(Runner):
         target = argv[1]
         if target in self.busy_dirs:
             return 32, "", f"umount: {target}: target is busy.\n"
-        mount = self.read_mounts().at(target)
+        mount = self.read_mounts().at(os.path.realpath(target))
         if mount is None:
             return 32, "", f"umount: {target}: not mounted.\n"
         self.mounts.remove(mount)

@@ -28,7 +28,7 @@ def test_status_json_has_the_documented_shape(human, capsys):
         "lv_name": "slab_a", "size_mb": 1024, "fs_type": "ext4", "state": "free",
         "namespace": "team-a", "pod_uid": "", "mount_dir": "", "used_percent": None,
         "last_used": CLOCK, "use_count": 1, "cache_key": "repo-x",
-        "type": "ax-docker-graph-storage"}]
+        "type": "ax-docker-graph-storage", "open": False}]
 
 
 def test_status_prints_a_table(human, capsys):
@@ -50,7 +50,25 @@ def test_gc_prints_what_it_changed(human, capsys):
     assert cli.main(["gc"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("free   slab_a: pod dir ") and "returned to the pool" in out[0]
-    assert out[1] == "gc: 1 slab(s) repaired"
+    assert out[1] == "gc: 1 slab(s) repaired, 0 failed, 0 retired but still held"
+
+
+def test_gc_reports_each_slab_it_could_not_repair_and_exits_1(human, capsys):
+    claimed_slab(human, "slab_a", pod_dir("uid-gone"), type=S.ANONYMOUS)
+    claimed_slab(human, "slab_b", pod_dir("uid-gone2"))
+    held = claimed_slab(human, "slab_c", "", state=S.RETIRED)
+    held.held = True
+    human.failures["lvremove"] = (5, "  Logical volume slabvol/slab_a contains a filesystem "
+                                     "in use.\n")
+    assert cli.main(["gc"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("free   slab_b: pod dir ")
+    assert out[1] == ("FAILED slab_a: could not remove it (anonymous slab of a pod that is "
+                      "gone): `lvremove --yes slabvol/slab_a` failed with exit code 5: "
+                      "Logical volume slabvol/slab_a contains a filesystem in use.")
+    assert out[2].startswith("held   slab_c: retired, but still open outside the driver; "
+                             "find the holder with `grep -l ' 254:2 ' /proc/*/mountinfo`")
+    assert out[3] == "gc: 1 slab(s) repaired, 1 failed, 1 retired but still held"
 
 
 def test_a_human_command_error_goes_to_stderr_with_exit_1(human, capsys):

@@ -105,7 +105,10 @@ def test_an_unknown_key_is_refused_with_the_known_ones(write):
     ("volume_group = -vg", "volume_group = '-vg' is not a valid LVM name"),
     ("volume_group = vg/x", "volume_group = 'vg/x' is not a valid LVM name"),
     ("kubelet_dir = var/lib/kubelet", "kubelet_dir = 'var/lib/kubelet' must be an absolute path"),
-    ("lock_timeout = 0", "lock_timeout must be positive"),
+    ("lock_timeout = 0", "lock_timeout = 0.0 must be a finite positive number"),
+    ("lock_timeout = inf", "lock_timeout = inf must be a finite positive number"),
+    ("lock_timeout = nan", "lock_timeout = nan must be a finite positive number"),
+    ("lock_file = run/x.lock", "lock_file = 'run/x.lock' must be an absolute path"),
     ("log_max_bytes = 1.5", "log_max_bytes = '1.5' is not a number"),
 ])
 def test_a_bad_value_is_refused_naming_the_file_and_the_value(write, line, expected):

@@ -18,7 +18,7 @@ from slabvol import slab as S
 from slabvol.driver import FAILPOINT_ENV, failpoint
 from slabvol.policy import Request
 
-from fakes import Crash, FakeNode, claimed_slab, free_slab, make_driver, pod_dir
+from fakes import Crash, FakeNode, claimed_slab, free_slab, make_driver, pod_dir, pod_uid
 
 MIB = 1024 * 1024
 DIR = pod_dir("uid-1")
@@ -27,7 +27,7 @@ DRIVER_SOURCE = slabvol.driver.__file__
 
 def req(size_mb=1024, type=S.GRAPH):
     return Request(size_mb=size_mb, fs_type="ext4", type=type, namespace="team-a",
-                   pod_uid="uid-1")
+                   pod_uid=pod_uid("uid-1"))
 
 
 # Each scenario prepares a node and returns ("mount" | "unmount", the operation).
@@ -118,7 +118,7 @@ def assert_repaired(node, driver, kind):
         if node.slab_tags(name).get("type") == S.ANONYMOUS:
             assert kind == "mount" and node.state(name) == "in-use", name
     node.calls.clear()
-    assert driver.gc() == [], "gc still found something to repair"
+    assert driver.gc().repaired == [], "gc still found something to repair"
 
 
 def test_the_failpoint_table_covers_every_failpoint_in_driver_py():
@@ -203,14 +203,14 @@ def test_a_crashed_mount_whose_pod_is_gone_is_cleaned_up_by_gc(setup, fs, scenar
         node.check_invariants()
         assert slabs_in(node, "creating") == slabs_in(node, "in-use") == []
         assert all(node.slab_tags(n).get("type") != S.ANONYMOUS for n in node.lvs)
-        assert driver.gc() == []
+        assert driver.gc().repaired == []
         fs.create_dir(DIR)
 
 
 def test_a_reboot_leaves_an_unmounted_inactive_claim_that_gc_frees(fs, config):
     node = FakeNode()
     claimed_slab(node, "slab_a", pod_dir("uid-gone"), active=False)
-    repairs = make_driver(node, config).gc()
+    repairs = make_driver(node, config).gc().repaired
     assert [r.slab.lv_name for r in repairs] == ["slab_a"]
     assert node.state("slab_a") == "free"
     assert {"ns", "key", "size_mb", "fs", "type"} <= set(node.slab_tags("slab_a"))

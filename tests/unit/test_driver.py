@@ -11,23 +11,23 @@ from slabvol.driver import Driver, check_mount_dir, mkfs_argv
 from slabvol.errors import BadRequest, Busy, CommandError, NoRoom, SlabvolError
 from slabvol.policy import Request
 
-from fakes import CLOCK, KUBELET, FakeNode, claimed_slab, free_slab, pod_dir
+from fakes import CLOCK, KUBELET, FakeNode, claimed_slab, free_slab, pod_dir, pod_uid
 
 GiB = 1024  # in MiB, the unit of size_mb
 MIB = 1024 * 1024
 VGS = ["vgs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
        "vg_name,vg_size,vg_free,vg_extent_size,lv_name,lv_path,lv_size,lv_tags,lv_active,"
-       "lv_kernel_major,lv_kernel_minor", "slabvol"]
+       "lv_kernel_major,lv_kernel_minor,lv_device_open", "slabvol"]
 VGS_VG_ONLY = VGS[:7] + ["vg_name,vg_size,vg_free,vg_extent_size", "slabvol"]
 DIR1 = pod_dir("uid-1")
 DIR2 = pod_dir("uid-2")
-DIR1_TAG = "slabvol.dir=/var/lib/kubelet/pods/uid-1/volumes/ax&7evol_plugin/docker"
-DIR2_TAG = "slabvol.dir=/var/lib/kubelet/pods/uid-2/volumes/ax&7evol_plugin/docker"
+DIR1_TAG = f"slabvol.dir={S.encode(DIR1)}"
+DIR2_TAG = f"slabvol.dir={S.encode(DIR2)}"
 
 
 def req(size_mb=GiB, ns="team-a", fs="ext4", key="", type=S.GRAPH, uid="uid-1"):
     return Request(size_mb=size_mb, fs_type=fs, type=type, namespace=ns, cache_key=key,
-                   pod_uid=uid)
+                   pod_uid=pod_uid(uid))
 
 
 # -- mount: miss, hit -------------------------------------------------------------------
@@ -39,7 +39,7 @@ def test_a_miss_creates_tags_formats_claims_and_mounts_in_that_order(node, drive
         VGS, VGS_VG_ONLY,
         ["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--name", "slab_1",
          "--size", "1073741824b", "--addtag", "slabvol.v=1", "--addtag", "slabvol.state=creating",
-         "--addtag", "slabvol.ns=team-a", "--addtag", "slabvol.pod=uid-1", "--addtag", DIR1_TAG,
+         "--addtag", "slabvol.ns=team-a", "--addtag", f"slabvol.pod={pod_uid('uid-1')}", "--addtag", DIR1_TAG,
          "--addtag", "slabvol.size_mb=1024", "--addtag", "slabvol.fs=ext4",
          "--addtag", "slabvol.type=ax-docker-graph-storage", "--addtag", "slabvol.uses=0",
          "slabvol"],
@@ -87,7 +87,7 @@ def test_unmount_frees_the_slab_with_last_used_and_use_count(node, driver, pod):
     outcome = driver.unmount(DIR1)
     assert node.calls == [
         VGS, ["umount", DIR1],
-        ["lvchange", "--deltag", "slabvol.state=in-use", "--deltag", "slabvol.pod=uid-1",
+        ["lvchange", "--deltag", "slabvol.state=in-use", "--deltag", f"slabvol.pod={pod_uid('uid-1')}",
          "--deltag", DIR1_TAG, "--deltag", "slabvol.uses=0", "--addtag", "slabvol.state=free",
          "--addtag", f"slabvol.last_used={CLOCK}", "--addtag", "slabvol.uses=1", "slabvol/slab_1"],
     ]
@@ -107,10 +107,27 @@ def test_a_second_mount_of_the_same_size_and_namespace_reuses_the_slab(node, dri
     assert node.calls == [
         VGS,
         ["lvchange", "--deltag", "slabvol.state=free", "--addtag", "slabvol.state=in-use",
-         "--addtag", "slabvol.pod=uid-2", "--addtag", DIR2_TAG, "slabvol/slab_1"],
+         "--addtag", f"slabvol.pod={pod_uid('uid-2')}", "--addtag", DIR2_TAG, "slabvol/slab_1"],
         ["mount", "-t", "ext4", "/dev/slabvol/slab_1", DIR2],
     ]
     assert (outcome.event, outcome.slab) == ("hit", "slab_1")
+
+
+def test_an_anonymous_slab_held_open_elsewhere_is_retired_never_freed(node, driver, pod):
+    """Its umount here worked, but a copy of the mount in another mount namespace keeps
+    the device open, so lvremove fails: the slab must not go back to the pool, and the
+    node must keep working."""
+    pod("uid-1")
+    pod("uid-2")
+    driver.mount(DIR1, req(type=S.ANONYMOUS))
+    node.lvs["slab_1"].held = True
+    outcome = driver.unmount(DIR1)
+    assert outcome.event == "retire" and "still held open" in outcome.message
+    assert node.mounted_at(DIR1) is None and node.state("slab_1") == "retired"
+    assert driver.mount(DIR2, req(uid="uid-2")).slab == "slab_2"  # mounts go on
+    node.lvs["slab_1"].held = False  # the other namespace is gone
+    assert [r.slab.lv_name for r in driver.gc().repaired] == ["slab_1"]
+    assert "slab_1" not in node.lvs
 
 
 def test_a_slab_in_use_is_never_given_to_a_second_pod(node, driver, pod):
@@ -128,6 +145,25 @@ def test_a_free_slab_mounted_somewhere_else_is_not_reused(node, driver, pod):
     node.mount_by_hand(node.device("slab_old"), "/mnt/someone", source="/dev/mapper/x")
     assert driver.mount(DIR1, req()).event == "miss"
     assert node.state("slab_old") == "free"
+
+
+def test_a_free_slab_held_open_in_another_mount_namespace_is_not_reused(node, driver, pod):
+    """This process's mount table cannot see a copy of a mount in another namespace;
+    LVM's lv_device_open can."""
+    pod("uid-1")
+    free_slab(node, "slab_held", last_used=200).held = True
+    free_slab(node, "slab_idle", last_used=100)
+    assert driver.mount(DIR1, req()).slab == "slab_idle"
+
+
+def test_a_free_slab_held_open_elsewhere_is_not_evicted(node, driver, pod):
+    pod("uid-1")
+    node.vg_size = 3 * GiB * MIB
+    free_slab(node, "slab_held", size_mb=GiB, last_used=50).held = True
+    free_slab(node, "slab_old", size_mb=GiB, last_used=100)
+    outcome = driver.mount(DIR1, req(size_mb=2 * GiB))
+    assert (outcome.event, outcome.evicted) == ("miss", 1)
+    assert set(node.lvs) == {"slab_held", "slab_1"}
 
 
 def test_another_namespaces_slab_is_not_reused_by_default(node, driver, pod):
@@ -274,14 +310,14 @@ def test_a_slab_whose_usage_cannot_be_read_is_kept(node, driver, pod):
     assert node.state("slab_1") == "free"
 
 
-def test_a_slab_that_cannot_be_removed_goes_back_to_the_pool(node, driver, pod):
+def test_a_pruned_slab_that_cannot_be_removed_is_retired_not_freed(node, driver, pod):
     pod("uid-1")
     driver.mount(DIR1, req())
     node.used[DIR1] = 99.0
     node.failures["lvremove"] = (5, "  Logical volume slabvol/slab_1 contains a filesystem "
                                     "in use.\n")
-    assert driver.unmount(DIR1).event == "release"
-    assert node.state("slab_1") == "free"
+    assert driver.unmount(DIR1).event == "retire"
+    assert node.state("slab_1") == "retired"
 
 
 def test_unmount_refuses_a_mount_that_is_not_a_slab(node, driver, pod):
@@ -314,6 +350,19 @@ def test_free_slabs_are_evicted_lru_first_only_as_many_as_needed(node, driver, p
     assert [argv[0] for argv in changes[2:]] == ["lvcreate", "mkfs.ext4", "lvchange", "mount"]
     assert (outcome.event, outcome.evicted) == ("miss", 2)
     assert set(node.lvs) == {"slab_new", "slab_1"}
+
+
+def test_a_victim_lvm_will_not_remove_is_skipped_and_another_chosen(node, driver, pod):
+    pod("uid-1")
+    node.vg_size = 3 * GiB * MIB
+    free_slab(node, "slab_a", size_mb=GiB, last_used=50)
+    free_slab(node, "slab_b", size_mb=GiB, last_used=100)
+    node.failures["lvremove"] = (5, "  Logical volume slabvol/slab_a contains a filesystem in "
+                                    "use.\n")
+    outcome = driver.mount(DIR1, req(size_mb=2 * GiB))
+    assert (outcome.event, outcome.evicted) == ("miss", 1)
+    assert set(node.lvs) == {"slab_a", "slab_1"}
+    assert node.state("slab_a") == "free"
 
 
 def test_no_room_refuses_with_the_numbers_and_changes_nothing(node, driver, pod):
@@ -382,6 +431,36 @@ def test_after_a_failed_mount_the_retry_creates_a_fresh_slab(node, driver, pod):
     node.check_invariants()
 
 
+def test_a_claimed_slab_that_will_not_activate_is_dropped_and_the_retry_gets_another(
+        node, driver, pod):
+    """Any failure between the claim and a successful mount drops the slab: the kubelet's
+    retry must not "finish the interrupted mount" of the same broken slab for ever."""
+    pod("uid-1")
+    free_slab(node, "slab_a", active=False)
+    node.unactivatable.add("slab_a")
+    with pytest.raises(SlabvolError, match=r"mounting cached slab slab_a .* failed \(.*reload "
+                                           r"ioctl.*\); the slab was removed"):
+        driver.mount(DIR1, req())
+    assert "slab_a" not in node.lvs
+    assert driver.mount(DIR1, req()).event == "miss"
+    node.check_invariants()
+
+
+def test_a_broken_slab_that_cannot_be_removed_is_retired_never_reused(node, driver, pod):
+    pod("uid-1")
+    pod("uid-2")
+    free_slab(node, "slab_a", active=False)
+    node.unactivatable.add("slab_a")
+    node.failures["lvremove"] = (5, "  Logical volume slabvol/slab_a contains a filesystem in "
+                                    "use.\n")
+    with pytest.raises(SlabvolError, match="the slab was retired"):
+        driver.mount(DIR1, req())
+    assert node.state("slab_a") == "retired"
+    assert "dir" not in node.slab_tags("slab_a") and "pod" not in node.slab_tags("slab_a")
+    assert driver.mount(DIR2, req(uid="uid-2")).event == "miss"  # (gc removed slab_a first)
+    assert "slab_a" not in node.lvs
+
+
 def test_a_new_slab_that_will_not_mount_is_removed(node, driver, pod):
     pod("uid-1")
     node.failures["mount"] = (32, "mount: bad superblock\n")
@@ -418,18 +497,20 @@ def test_unmount_refuses_a_dir_outside_the_pods_tree_and_runs_nothing(node, driv
 
 def test_a_symlink_out_of_the_pods_tree_is_refused(node, driver, fs):
     fs.create_dir("/etc/kubernetes")
-    fs.create_symlink(f"{KUBELET}/pods/evil", "/etc")
-    with pytest.raises(BadRequest, match="resolves outside .* through a symlink"):
-        driver.mount(f"{KUBELET}/pods/evil/kubernetes", req())
+    plugin_dir = os.path.dirname(DIR1)
+    fs.create_symlink(plugin_dir, "/etc")
+    evil = os.path.join(plugin_dir, "kubernetes")
+    with pytest.raises(BadRequest, match="resolves to '/etc/kubernetes' through a symlink"):
+        driver.mount(evil, req())
     with pytest.raises(BadRequest, match="through a symlink"):
-        driver.unmount(f"{KUBELET}/pods/evil/kubernetes")
+        driver.unmount(evil)
     assert node.calls == []
 
 
 def test_a_kubelet_dir_behind_a_symlink_is_accepted(fs):
-    fs.create_dir("/data/kubelet/pods/p/volumes/ax~vol_plugin/d")
+    fs.create_dir(f"/data/kubelet/pods/{pod_uid('p')}/volumes/ax~vol_plugin/d")
     fs.create_symlink("/var/lib/kubelet", "/data/kubelet")
-    assert check_mount_dir(pod_dir("p", "d"), "/var/lib/kubelet") is None
+    assert check_mount_dir(pod_dir("p", "d"), "/var/lib/kubelet") == pod_uid("p")
 
 
 def test_the_refusals_say_what_is_wrong(fs):
@@ -444,11 +525,68 @@ def test_the_refusals_say_what_is_wrong(fs):
 
 
 def test_the_pods_tree_follows_the_configured_kubelet_dir(node, make_driver, fs):
-    fs.create_dir("/data/k8s/pods/p/volumes/ax~vol_plugin/d")
+    path = f"/data/k8s/pods/{pod_uid('p')}/volumes/ax~vol_plugin/d"
+    fs.create_dir(path)
     driver = make_driver(kubelet_dir="/data/k8s")
-    assert driver.mount("/data/k8s/pods/p/volumes/ax~vol_plugin/d", req()).event == "miss"
+    assert driver.mount(path, req(uid="p")).event == "miss"
     with pytest.raises(BadRequest):
         driver.mount(DIR1, req())
+
+
+def test_a_kubelet_dir_behind_a_symlink_mounts_and_unmounts(node, make_driver, fs):
+    """The kernel records the resolved path; the driver must compare resolved paths."""
+    fs.create_dir("/data/kubelet/pods")
+    fs.create_symlink("/srv/kubelet", "/data/kubelet")
+    driver = make_driver(kubelet_dir="/srv/kubelet")
+    path = f"/srv/kubelet/pods/{pod_uid('uid-1')}/volumes/ax~vol_plugin/docker"
+    fs.create_dir(path)
+    assert driver.mount(path, req()).event == "miss"
+    assert driver.mount(path, req()).event == "noop"  # the kubelet's retry
+    assert [m.mountpoint for m in node.mounts] == [os.path.realpath(path)]
+    assert driver.unmount(path).event == "release"
+    assert node.mounts == [] and node.state("slab_1") == "free"
+
+
+def test_options_naming_another_pod_are_refused_before_anything_runs(node, driver, pod):
+    """A pod's flexVolume options are copied over the kubelet's own keys, so a pod can
+    claim any identity there. The mount dir's UID is the kubelet's."""
+    pod("uid-1")
+    with pytest.raises(BadRequest, match=f"kubernetes.io/pod.uid='{pod_uid('uid-2')}', but the "
+                                         f"kubelet mounts into the volume dir of pod "
+                                         f"{pod_uid('uid-1')}"):
+        driver.mount(DIR1, req(uid="uid-2"))
+    assert node.calls == []
+
+
+@pytest.mark.parametrize("uid", ["0123456789abcdef0123456789abcdef",  # a static pod's
+                                 "8bb3a3e4-53cd-5333-92ab-5309c63d3b78"])
+def test_pod_uids_of_api_and_static_pods_are_accepted(uid):
+    path = f"{KUBELET}/pods/{uid}/volumes/ax~vol_plugin/docker"
+    assert check_mount_dir(path, KUBELET) == uid
+
+
+@pytest.mark.parametrize("path, problem", [
+    (f"{KUBELET}/pods/uid-1/volumes/ax~vol_plugin/docker", "'uid-1' is not a pod UID"),
+    (f"{KUBELET}/pods/8BB3A3E4-53CD-5333-92AB-5309C63D3B78/volumes/ax~vol_plugin/d",
+     "is not a pod UID"),
+    (f"{KUBELET}/pods/{pod_uid('p')}/volumes/kubernetes.io~empty-dir/d",
+     "is not a volume dir of this driver"),
+    (f"{KUBELET}/pods/{pod_uid('p')}/volumes/ax~vol_plugin", "is not a volume dir"),
+    (f"{KUBELET}/pods/{pod_uid('p')}/volumes/ax~vol_plugin/d/e", "is not a volume dir"),
+    (f"{KUBELET}/pods/{pod_uid('p')}/volumes/ax~vol_plugin/D", "'D' is not a volume name"),
+])
+def test_a_dir_that_is_not_the_kubelets_volume_dir_is_refused(path, problem):
+    with pytest.raises(BadRequest, match=problem):
+        check_mount_dir(path, KUBELET)
+
+
+def test_unmount_with_nothing_mounted_succeeds_without_the_vg(node, driver, pod):
+    """A loopback VG after a reboot: nothing is mounted, LVM cannot help, and the pod must
+    not stay Terminating."""
+    pod("uid-1")
+    node.missing_vg = True
+    outcome = driver.unmount(DIR1)
+    assert outcome.event == "noop" and node.changes() == []
 
 
 def test_mount_refuses_a_dir_the_kubelet_has_not_created(node, driver):
@@ -461,7 +599,7 @@ def test_mount_refuses_a_dir_the_kubelet_has_not_created(node, driver):
 
 def test_gc_returns_the_slab_of_a_vanished_pod_with_its_tags_intact(node, driver):
     claimed_slab(node, "slab_a", pod_dir("uid-gone"), active=False)
-    repairs = driver.gc()
+    repairs = driver.gc().repaired
     assert [(r.action, r.slab.lv_name) for r in repairs] == [(policy.KEEP, "slab_a")]
     assert node.slab_tags("slab_a") == {
         "v": "1", "state": "free", "size_mb": "1024", "fs": "ext4",
@@ -473,7 +611,7 @@ def test_gc_removes_half_created_and_leftover_anonymous_slabs(node, driver):
     claimed_slab(node, "slab_half", DIR1, state=S.CREATING)
     claimed_slab(node, "slab_anon", pod_dir("uid-gone"), type=S.ANONYMOUS)
     free_slab(node, "slab_keep")
-    repairs = driver.gc()
+    repairs = driver.gc().repaired
     assert sorted((r.action, r.slab.lv_name) for r in repairs) == [
         (policy.REMOVE, "slab_anon"), (policy.REMOVE, "slab_half")]
     assert set(node.lvs) == {"slab_keep"}
@@ -484,14 +622,37 @@ def test_gc_leaves_mounted_slabs_and_live_claims_alone(node, driver, pod):
     driver.mount(DIR1, req())
     claimed_slab(node, "slab_live", DIR2)
     node.calls.clear()
-    assert driver.gc() == []
+    assert driver.gc().repaired == []
     assert node.calls == [VGS]
+
+
+def test_gc_repairs_every_slab_it_can_and_reports_the_ones_it_cannot(node, driver):
+    claimed_slab(node, "slab_half", pod_dir("uid-9"), state=S.CREATING)
+    claimed_slab(node, "slab_anon", pod_dir("uid-gone"), type=S.ANONYMOUS)
+    claimed_slab(node, "slab_orphan", pod_dir("uid-gone2"))
+    node.failures["lvremove"] = (5, "  Logical volume slabvol/slab_half contains a filesystem "
+                                    "in use.\n")
+    report = driver.gc()
+    assert [(r.slab.lv_name, error) for r, error in report.failed] == [
+        ("slab_half", "`lvremove --yes slabvol/slab_half` failed with exit code 5: Logical "
+                      "volume slabvol/slab_half contains a filesystem in use.")]
+    assert sorted(r.slab.lv_name for r in report.repaired) == ["slab_anon", "slab_orphan"]
+    assert set(node.lvs) == {"slab_half", "slab_orphan"}
+    assert node.state("slab_orphan") == "free"
+
+
+def test_a_slab_gc_cannot_remove_does_not_stop_mounts(node, driver, pod):
+    pod("uid-1")
+    claimed_slab(node, "slab_anon", pod_dir("uid-gone"), type=S.ANONYMOUS)
+    node.failures["lvremove"] = (5, "  Logical volume slabvol/slab_anon contains a filesystem "
+                                    "in use.\n")
+    assert driver.mount(DIR1, req()).event == "miss"
 
 
 def test_gc_leaves_foreign_lvs_alone(node, driver):
     node.add_lv("root", 100, ["owner=someone"])
     node.add_lv("other", 100)
-    assert driver.gc() == [] and set(node.lvs) == {"root", "other"}
+    assert driver.gc().repaired == [] and set(node.lvs) == {"root", "other"}
 
 
 def test_mount_repairs_leftovers_before_planning(node, driver, pod):
@@ -528,8 +689,9 @@ def test_status_lists_the_vg_and_every_slab(node, driver, pod):
     assert set(rows) == {"slab_1", "slab_b"}
     assert rows["slab_1"] == {
         "lv_name": "slab_1", "size_mb": 1024, "fs_type": "ext4", "state": "in-use",
-        "namespace": "team-a", "pod_uid": "uid-1", "mount_dir": DIR1, "used_percent": 42.5,
-        "last_used": None, "use_count": 0, "cache_key": "k2", "type": "ax-docker-graph-storage"}
+        "namespace": "team-a", "pod_uid": pod_uid("uid-1"), "mount_dir": DIR1,
+        "used_percent": 42.5, "last_used": None, "use_count": 0, "cache_key": "k2",
+        "type": "ax-docker-graph-storage", "open": True}
     assert (rows["slab_b"]["used_percent"], rows["slab_b"]["state"]) == (None, "free")
 
 
@@ -538,24 +700,16 @@ def test_status_lists_the_vg_and_every_slab(node, driver, pod):
 def test_a_held_node_lock_makes_mount_busy_without_running_anything(tmp_path):
     from slabvol.lock import NodeLock
     kubelet = tmp_path / "kubelet"
-    (kubelet / "pods" / "p" / "v").mkdir(parents=True)
+    target = kubelet / "pods" / pod_uid("uid-1") / "volumes" / "ax~vol_plugin" / "v"
+    target.mkdir(parents=True)
     config = Config(kubelet_dir=str(kubelet), lock_file=str(tmp_path / "lock"), lock_timeout=0.1)
     node = FakeNode()
     driver = Driver(config, runner=node, read_mounts=node.read_mounts, usage=node.usage)
     with NodeLock(config.lock_file):
         with pytest.raises(Busy, match="another slabvol operation has held"):
-            driver.mount(str(kubelet / "pods" / "p" / "v"), req())
+            driver.mount(str(target), req())
     assert node.calls == []
-    assert driver.mount(str(kubelet / "pods" / "p" / "v"), req()).event == "miss"
-
-
-def test_the_lock_file_dir_is_created(tmp_path):
-    from slabvol.lock import NodeLock
-    path = tmp_path / "run" / "lock" / "slabvol.lock"
-    with NodeLock(str(path)):
-        assert path.exists()
-    with NodeLock(str(path), timeout=0.1):  # released on exit
-        pass
+    assert driver.mount(str(target), req()).event == "miss"
 
 
 def test_gc_uses_the_lock_too(tmp_path):

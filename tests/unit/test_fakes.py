@@ -100,6 +100,29 @@ def test_removing_a_mounted_lv_looks_like_real_lvm(fs):
     assert node.mounted_at("/mnt/x").source == "/dev/mapper/slabvol-slab_bbbb"
 
 
+def test_an_lv_held_open_in_another_namespace_looks_like_real_lvm():
+    node = FakeNode()
+    free_slab(node, "slab_held").held = True
+    free_slab(node, "slab_idle")
+    assert_like(node.call(["lvremove", "--yes", "slabvol/slab_held"]),
+                "lvremove_held_elsewhere")
+    _, lvs = parse_report(node.call(vgs("slabvol")).stdout, "slabvol")
+    _, real = parse_report(capture("vgs_device_open_held_elsewhere")["stdout"], "slabvol")
+    assert {lv.name: lv.open for lv in lvs} == {lv.name: lv.open for lv in real}
+
+
+def test_a_mount_through_a_symlink_is_recorded_at_the_resolved_path_like_the_kernel(fs):
+    fs.create_dir("/tmp/real/pods")
+    fs.create_symlink("/tmp/link", "/tmp/real")
+    node = FakeNode()
+    free_slab(node, "slab_held")
+    node.run(["mount", "-t", "ext4", "/dev/slabvol/slab_held", "/tmp/link/pods"])
+    real = [line for line in capture("mountinfo_through_symlink")["stdout"].splitlines()
+            if "slab_held" in line]
+    assert len(real) == 1 and " /tmp/real/pods " in real[0]
+    assert [m.mountpoint for m in node.mounts] == ["/tmp/real/pods"]
+
+
 def test_umount_errors_look_like_real_util_linux():
     node = FakeNode()
     assert_like(node.call(["umount", "/mnt/x"]), "umount_not_mounted")

@@ -12,12 +12,12 @@ from slabvol.errors import BadRequest
 from slabvol.flex import exit_code, handle, parse_options
 from slabvol.policy import Request
 
-from fakes import pod_dir
+from fakes import pod_dir, pod_uid
 
 KUBELET_KEYS = {
     "kubernetes.io/fsType": "", "kubernetes.io/readwrite": "rw",
     "kubernetes.io/pvOrVolumeName": "docker", "kubernetes.io/pod.name": "build-1",
-    "kubernetes.io/pod.namespace": "team-a", "kubernetes.io/pod.uid": "uid-1",
+    "kubernetes.io/pod.namespace": "team-a", "kubernetes.io/pod.uid": pod_uid("uid-1"),
     "kubernetes.io/serviceAccount.name": "default",
 }
 
@@ -39,7 +39,7 @@ def options_with(key, value):
 def test_a_kubelet_request_is_parsed():
     assert parse_options(options(cache_key="repo-x")) == (
         Request(size_mb=1024, fs_type="ext4", type=S.GRAPH, namespace="team-a",
-                cache_key="repo-x", pod_uid="uid-1"), False)
+                cache_key="repo-x", pod_uid=pod_uid("uid-1")), False)
 
 
 def test_missing_size_mb_is_refused():
@@ -185,6 +185,36 @@ def test_missing_or_extra_arguments_are_a_failure(argv, usage):
     assert exit_code(out) == 1
 
 
+@pytest.mark.parametrize("namespace", [
+    "", "Team-A", "team_a", "-team", "team-", "a" * 64, "team\x00a", "team\na", "\ud800",
+    "t\u00e9am", "kube-system " * 20])
+def test_a_namespace_that_is_not_a_dns_label_is_refused(namespace):
+    with pytest.raises(BadRequest) as caught:
+        parse_options(options_with("kubernetes.io/pod.namespace", namespace))
+    message = str(caught.value)
+    assert "is not a Kubernetes namespace (a DNS-1123 label of at most 63 characters)" in message
+    assert message.isascii() and message.isprintable() and len(message) < 300
+
+
+def test_the_longest_namespace_is_accepted():
+    request, _ = parse_options(options_with("kubernetes.io/pod.namespace", "a" * 63))
+    assert request.namespace == "a" * 63
+
+
+@pytest.mark.parametrize("uid", ["", "uid-1", "8BB3A3E4-53CD-5333-92AB-5309C63D3B78",
+                                 "8bb3a3e4-53cd-5333-92ab-5309c63d3b78-x", "8bb3a3e4" * 500,
+                                 "../../etc", "\udfff"])
+def test_a_pod_uid_that_is_not_a_uuid_is_refused(uid):
+    with pytest.raises(BadRequest, match="is not a pod UID"):
+        parse_options(options_with("kubernetes.io/pod.uid", uid))
+
+
+def test_options_without_the_kubelets_identity_are_refused():
+    text = json.dumps({"size_mb": "1024"})
+    with pytest.raises(BadRequest, match="kubernetes.io/pod.namespace=''"):
+        parse_options(text)
+
+
 @pytest.fixture
 def broken_config(fs):
     fs.create_file("/etc/slabvol/slabvol.conf", contents="[slabvol]\nnot ini at all\n")
@@ -227,6 +257,17 @@ def test_unmount_through_the_protocol_succeeds(flex_node):
 def test_bad_options_are_a_failure_that_changes_nothing(flex_node):
     out = handle(["mount", pod_dir(), options(size_mb="ten")], {})
     assert out["status"] == "Failure" and "size_mb='ten'" in out["message"]
+    assert flex_node.calls == []
+
+
+def test_options_forging_another_pods_uid_fail_before_any_command_runs(flex_node, fs):
+    fs.remove("/etc/slabvol/slabvol.conf")
+    fs.create_file("/etc/slabvol/slabvol.conf", contents="[slabvol]\nlock_file = /run/s.lock\n"
+                   "metrics_file = /var/lib/prom/slabvol.prom\n")
+    forged = options_with("kubernetes.io/pod.uid", pod_uid("uid-victim"))
+    out = handle(["mount", pod_dir(), forged], {})
+    assert out["status"] == "Failure"
+    assert "must not set kubernetes.io/ keys" in out["message"]
     assert flex_node.calls == []
 
 

@@ -16,7 +16,7 @@ from fakes import report_json
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", "lvm")
 REPORT = ["--reportformat", "json", "--units", "b", "--nosuffix"]
 FULL_FIELDS = ("vg_name,vg_size,vg_free,vg_extent_size,lv_name,lv_path,lv_size,lv_tags,"
-               "lv_active,lv_kernel_major,lv_kernel_minor")
+               "lv_active,lv_kernel_major,lv_kernel_minor,lv_device_open")
 VG_ONLY_FIELDS = "vg_name,vg_size,vg_free,vg_extent_size"
 
 
@@ -237,3 +237,57 @@ def test_other_lvm_failures_stay_command_errors_with_their_stderr(name, action):
     assert not isinstance(caught.value, (LvNotFound, VgNotFound, NoRoom))
     assert caught.value.stderr == capture(name)["stderr"]
     assert caught.value.returncode == capture(name)["rc"]
+
+
+# -- issue 8: "open anywhere", and only LVM's own not-found errors ----------------------
+
+@pytest.mark.parametrize("name, held", [("vgs_device_open_mounted", True),
+                                        ("vgs_device_open_held_elsewhere", True),
+                                        ("vgs_device_open_released", False)])
+def test_lv_device_open_is_read_from_the_report(name, held):
+    """Captured with the slab mounted, then with only a copy of the mount left in another
+    mount namespace (invisible in our mount table), then with that namespace gone."""
+    _, lvs = parse_report(fixture(name + ".json"), "slabvol")
+    assert {lv.name: lv.open for lv in lvs} == {"slab_held": held, "slab_idle": False}
+    assert {lv.name: S.Slab.from_lv(lv).open for lv in lvs}["slab_held"] is held
+
+
+def test_removing_an_lv_held_open_in_another_namespace_is_a_command_error():
+    with pytest.raises(CommandError) as caught:
+        Lvm(Replay("lvremove_held_elsewhere"), "slabvol").remove("slab_held")
+    assert not isinstance(caught.value, (LvNotFound, VgNotFound))
+
+
+def test_warnings_about_a_missing_pv_do_not_hide_lvms_own_not_found():
+    assert Lvm(Replay("lvremove_pv_rejected_nosuch"), "slabvol").remove("nosuch") is False
+    assert Lvm(Replay("lvremove_pv_rejected"), "slabvol").remove("slab_idle") is True
+
+
+@pytest.mark.parametrize("warning", [
+    # as LVM 2.02 (e.g. RHEL 7) words it, and as LVM 2.03.16 does (capture_boot3.sh)
+    "  WARNING: Device for PV YSD4RS-3oEn-NgZv-5rNh-xz3W-orFX-sZinGv not found or rejected "
+    "by a filter.\n",
+    "  WARNING: Couldn't find device with uuid YSD4RS-3oEn-NgZv-5rNh-xz3W-orFX-sZinGv.\n",
+])
+def test_a_not_found_warning_is_not_a_missing_lv_or_vg(warning):
+    """A failed lvremove must not count as "already gone" because a warning about some
+    PV says "not found": the slab would be forgotten while it still exists."""
+    stderr = warning + "  Logical volume slabvol/slab_a contains a filesystem in use.\n"
+    lvm = Lvm(Replay((5, "", stderr)), "slabvol")
+    with pytest.raises(CommandError) as caught:
+        lvm.remove("slab_a")
+    assert not isinstance(caught.value, (LvNotFound, VgNotFound, NoRoom))
+    with pytest.raises(CommandError) as caught:
+        Lvm(Replay((5, "", stderr)), "slabvol").change_tags("slab_a", add=["slabvol.a=b"])
+    assert not isinstance(caught.value, (LvNotFound, VgNotFound, NoRoom))
+
+
+def test_not_found_about_another_lv_or_vg_is_not_ours():
+    other_lv = '  Failed to find logical volume "slabvol/slab_other"\n'
+    with pytest.raises(CommandError) as caught:
+        Lvm(Replay((5, "", other_lv)), "slabvol").remove("slab_a")
+    assert not isinstance(caught.value, LvNotFound)
+    other_vg = '  Volume group "othervg" not found\n  Cannot process volume group othervg\n'
+    with pytest.raises(CommandError) as caught:
+        Lvm(Replay((5, "", other_vg)), "slabvol").remove("slab_a")
+    assert not isinstance(caught.value, VgNotFound)

@@ -19,8 +19,9 @@ from slabvol import __version__
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 VOL_PLUGIN = os.path.join(ROOT, "vol_plugin")
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "lvm")
+POD_UID = "0f8c9d6e-1b2a-4c3d-8e9f-a0b1c2d3e4f5"
 OPTIONS = json.dumps({"size_mb": "1024", "kubernetes.io/fsType": "",
-                      "kubernetes.io/pod.namespace": "team-a", "kubernetes.io/pod.uid": "uid-1",
+                      "kubernetes.io/pod.namespace": "team-a", "kubernetes.io/pod.uid": POD_UID,
                       "kubernetes.io/readwrite": "rw"})
 
 
@@ -37,7 +38,7 @@ def node(tmp_path):
         kubelet = tmp_path / "kubelet"
         config = tmp_path / "etc" / "slabvol.conf"
         log = tmp_path / "log" / "slabvol.log"
-        pod = kubelet / "pods" / "uid-1" / "volumes" / "ax~vol_plugin" / "docker"
+        pod = kubelet / "pods" / POD_UID / "volumes" / "ax~vol_plugin" / "docker"
 
         def run(self, *args, path=None, config=None):
             env = {"PATH": str(self.bin) if path is None else path,
@@ -112,12 +113,28 @@ def test_a_missing_config_dir_still_answers_the_kubelet(node, tmp_path):
     assert answer(node.run("unmount", config=missing))["status"] == "Failure"
 
 
-@pytest.mark.parametrize("args", [["mount", "POD", OPTIONS], ["unmount", "POD"]])
-def test_without_lvm_tools_the_failure_names_the_missing_tool(node, args):
-    args = [str(node.pod) if a == "POD" else a for a in args]
-    out = answer(node.run(*args))
+def test_without_lvm_tools_the_failure_names_the_missing_tool(node):
+    out = answer(node.run("mount", str(node.pod), OPTIONS))
     assert out["status"] == "Failure"
     assert "`vgs` is not installed on this node; install lvm2" in out["message"]
+
+
+@pytest.mark.parametrize("args", [["init"], ["mount"], ["frobnicate"]])
+def test_with_stdout_closed_the_answer_goes_to_stderr_as_json(args):
+    """The kubelet reads stdout and stderr as one stream; with descriptor 1 closed the one
+    JSON object must still reach it, not a traceback."""
+    proc = subprocess.run(["sh", "-c", 'exec "$0" "$@" 1>&-', VOL_PLUGIN, *args],
+                          stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    out = json.loads(proc.stderr.decode())
+    assert isinstance(out, dict) and out["status"] in ("Success", "Failure", "Not supported")
+    assert proc.returncode == (0 if out["status"] == "Success" else 1)
+
+
+def test_unmount_of_a_dir_with_nothing_mounted_succeeds_when_lvm_cannot_run(node):
+    """The pod must not stay Terminating because the VG (or LVM) is unavailable when
+    there is nothing to unmount; gc releases any claim later."""
+    out = answer(node.run("unmount", str(node.pod)))
+    assert out == {"status": "Success", "message": f"nothing is mounted on {node.pod}"}
 
 
 def test_a_missing_volume_group_answers_failure_and_child_stderr_stays_hidden(node):
