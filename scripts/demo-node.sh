@@ -14,14 +14,15 @@ dockerd_pid=""
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
-cleanup() {
-    [ -n "$dockerd_pid" ] && kill "$dockerd_pid" 2>/dev/null && wait "$dockerd_pid" 2>/dev/null
-    grep -o " $work/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
-    vgremove -y -f "$vg" >/dev/null 2>&1 || true
-    [ -n "$loop" ] && losetup -d "$loop" 2>/dev/null
+cleanup() {  # must never fail or stop half-way: every step is allowed to find nothing
+    set +e +o pipefail
+    if [ -n "$dockerd_pid" ]; then kill "$dockerd_pid"; wait "$dockerd_pid"; fi
+    for mnt in $(grep -o " $work/[^ ]*" /proc/self/mounts | sort -r); do umount -l "$mnt"; done
+    vgremove -y -f "$vg"
+    [ -n "$loop" ] && losetup -d "$loop"
     rm -rf "$work"
-}
-trap cleanup EXIT
+} >/dev/null 2>&1
+trap 'status=$?; cleanup; exit $status' EXIT
 
 if vgs "$vg" >/dev/null 2>&1; then echo "VG $vg exists already; remove it first" >&2; exit 1; fi
 
@@ -62,6 +63,9 @@ pod() {  # pod NAME: the kubelet's mount, a dockerd on the slab, unmount
     if [ "$name" = a ]; then
         run docker -H "unix://$sock" import "$work/rootfs.tar" demo/busybox:1
         run docker -H "unix://$sock" images
+    elif ! docker -H "unix://$sock" image inspect demo/busybox:1 >/dev/null 2>&1; then
+        echo "demo FAILED: pod $name's dockerd does not have demo/busybox:1" >&2
+        exit 1
     fi
     kill "$dockerd_pid"; wait "$dockerd_pid" 2>/dev/null || true; dockerd_pid=""
     run "$plugin" status

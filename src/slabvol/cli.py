@@ -87,16 +87,21 @@ def human(argv):
     @cli.command(help="Show the volume group and every slab.")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     def status(as_json):
-        data = _driver().status()
+        data = _driver()[1].status()
         if as_json:
             click.echo(json.dumps(data, indent=2, sort_keys=True))
         else:
             click.echo(format_status(data))
 
-    @cli.command(help="Repair after crashes and reboots: remove half-created slabs, return "
-                      "slabs of vanished pods to the pool. Prints what it changed.")
+    @cli.command(help="Repair after crashes and reboots: remove half-created and retired "
+                      "slabs, return slabs of vanished pods to the pool, rewrite the metrics "
+                      "file. Prints what it changed and what it could not repair (exit 1).")
     def gc():
-        report = _driver().gc()
+        from .metrics import record
+
+        config, driver = _driver()
+        report = driver.gc()
+        record(config, driver, "gc")  # after a reboot, slabs must not stay "in use" there
         for r in report.repaired:
             click.echo(f"{r.action:6} {r.slab.lv_name}: {r.reason}")
         for r, error in report.failed:
@@ -137,7 +142,7 @@ def _driver():
 
     config = config_mod.load()
     configure(config)
-    return Driver(config)
+    return config, Driver(config)
 
 
 def format_status(data):

@@ -1,6 +1,6 @@
 """Prometheus node-exporter textfile collector output (off unless metrics_file is set).
 
-After each mount/unmount the file is rewritten atomically (temp file + rename in the
+After each mount, unmount and gc the file is rewritten atomically (temp file + rename in the
 same dir). Counters survive across the per-call processes in ``<metrics_file>.counters``
 (JSON), updated under a flock on that file.
 """

@@ -13,7 +13,7 @@ from fakes import CLOCK, claimed_slab, free_slab, make_driver, pod_dir
 @pytest.fixture
 def human(node, config, monkeypatch):
     """cli.main with its Driver on the fake node."""
-    monkeypatch.setattr(cli, "_driver", lambda: make_driver(node, config))
+    monkeypatch.setattr(cli, "_driver", lambda: (config, make_driver(node, config)))
     return node
 
 
@@ -69,6 +69,20 @@ def test_gc_reports_each_slab_it_could_not_repair_and_exits_1(human, capsys):
     assert out[2].startswith("held   slab_c: retired, but still open outside the driver; "
                              "find the holder with `grep -l ' 254:2 ' /proc/*/mountinfo`")
     assert out[3] == "gc: 1 slab(s) repaired, 1 failed, 1 retired but still held"
+
+
+def test_gc_rewrites_the_metrics_file(node, config, monkeypatch, capsys, fs):
+    """After a reboot the slabs of vanished pods are free again; the metrics must say so
+    without waiting for the next mount."""
+    from dataclasses import replace
+    config = replace(config, metrics_file="/var/lib/node_exporter/textfile_collector/s.prom")
+    monkeypatch.setattr(cli, "_driver", lambda: (config, make_driver(node, config)))
+    claimed_slab(node, "slab_a", pod_dir("uid-gone"))
+    assert cli.main(["gc"]) == 0
+    with open(config.metrics_file, encoding="utf-8") as handle:
+        text = handle.read()
+    assert 'slabvol_slabs{vg="slabvol",state="free"} 1' in text
+    assert 'slabvol_slabs{vg="slabvol",state="in-use"} 0' in text
 
 
 def test_a_human_command_error_goes_to_stderr_with_exit_1(human, capsys):
