@@ -77,6 +77,7 @@ def test_gc_rewrites_the_metrics_file(node, config, monkeypatch, capsys, fs):
     from dataclasses import replace
     config = replace(config, metrics_file="/var/lib/node_exporter/textfile_collector/s.prom")
     monkeypatch.setattr(cli, "_driver", lambda: (config, make_driver(node, config)))
+    fs.create_dir("/var/lib/node_exporter/textfile_collector")
     claimed_slab(node, "slab_a", pod_dir("uid-gone"))
     assert cli.main(["gc"]) == 0
     with open(config.metrics_file, encoding="utf-8") as handle:
