@@ -6,6 +6,8 @@ JSON or a terminal message; anything else reaching the edge is a bug and is repo
 as such.
 """
 
+import shlex
+
 
 class SlabvolError(Exception):
     """A failure with a message written for the operator."""
@@ -28,7 +30,8 @@ class CommandError(SlabvolError):
         self.stderr = stderr or ""
         self.stdout = stdout or ""
         detail = self.stderr.strip() or self.stdout.strip() or "no output"
-        super().__init__(f"`{' '.join(self.argv)}` failed with exit code {returncode}: {detail}")
+        super().__init__(f"`{shlex.join(self.argv)}` failed with exit code {returncode}: "
+                         f"{detail}")
 
 
 class ToolMissing(SlabvolError):

@@ -20,6 +20,20 @@ LV_FIELDS = ("lv_name", "lv_path", "lv_size", "lv_tags", "lv_active",
              "lv_kernel_major", "lv_kernel_minor", "lv_device_open")
 
 
+# Metadata history. Before every metadata change LVM archives the whole VG's metadata as a
+# file in /etc/lvm/archive and keeps each for 30 days (lvm.conf backup/retain_days): with
+# hundreds of CI pods a day, tens of thousands of files, each larger with every slab.
+# - A tag change (claim, release, retire) is routine: it is archived nowhere.
+# - Creating or removing a slab archives once, and LVM then prunes this VG's archive to the
+#   newest ARCHIVES_KEPT files (retain_days = 0: no minimum age; LVM's archive_vg prunes
+#   per VG, so other VGs' history is untouched).
+# backup/backup stays on, so /etc/lvm/backup/<vg> always holds the current metadata (and
+# every PV's metadata area holds it too): `vgcfgrestore` works from either.
+ARCHIVES_KEPT = 20
+ROUTINE = ("--config", "backup { archive = 0 }")
+STRUCTURAL = ("--config", f"backup {{ retain_min = {ARCHIVES_KEPT} retain_days = 0 }}")
+
+
 class VgNotFound(SlabvolError):
     """The configured volume group does not exist on this node."""
 
@@ -141,7 +155,7 @@ class Lvm:
             return parse_report(self._run(argv).stdout, self.vg)
 
     def create(self, lv_name, size_bytes, tags):
-        argv = ["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y",
+        argv = ["lvcreate", *STRUCTURAL, "--yes", "--wipesignatures", "y", "--zero", "y",
                 "--name", lv_name, "--size", f"{size_bytes}b"]
         for tag in tags:
             argv += ["--addtag", tag]
@@ -149,12 +163,12 @@ class Lvm:
         self._run(argv)
 
     def change_tags(self, lv_name, delete=(), add=()):
-        argv = ["lvchange"]
+        argv = ["lvchange", *ROUTINE]
         for tag in delete:
             argv += ["--deltag", tag]
         for tag in add:
             argv += ["--addtag", tag]
-        if len(argv) == 1:
+        if len(argv) == 1 + len(ROUTINE):
             return
         argv.append(f"{self.vg}/{lv_name}")
         self._run(argv, lv_name)
@@ -165,7 +179,7 @@ class Lvm:
     def remove(self, lv_name):
         """Remove an LV; one that is already gone counts as removed."""
         try:
-            self._run(["lvremove", "--yes", f"{self.vg}/{lv_name}"], lv_name)
+            self._run(["lvremove", *STRUCTURAL, "--yes", f"{self.vg}/{lv_name}"], lv_name)
         except LvNotFound:
             return False
         return True

@@ -107,6 +107,7 @@ class FakeNode(Runner):
     lvs: dict = field(default_factory=dict)
     mounts: List[Mount] = field(default_factory=list)
     calls: List[list] = field(default_factory=list)
+    configs: List[tuple] = field(default_factory=list)  # (program, --config value)
     failures: dict = field(default_factory=dict)  # program -> (rc, stderr), one-shot
     busy_dirs: set = field(default_factory=set)  # umount says "target is busy"
     used: dict = field(default_factory=dict)  # mount dir -> used percent (None: unreadable)
@@ -120,9 +121,13 @@ class FakeNode(Runner):
         argv = [str(a) for a in argv]
         self.calls.append(argv)
         program = argv[0]
+        full = argv
+        if program in ("lvcreate", "lvchange", "lvremove") and argv[1:2] == ["--config"]:
+            self.configs.append((program, argv[2]))  # lvm.py's metadata-history settings
+            argv = [program, *argv[3:]]
         if program in self.failures:
             rc, stderr = self.failures.pop(program)
-            return Result(tuple(argv), rc, "", stderr)
+            return Result(tuple(full), rc, "", stderr)
         handler = {"vgs": self._vgs, "lvcreate": self._lvcreate, "lvchange": self._lvchange,
                    "lvremove": self._lvremove, "mkfs.ext4": self._mkfs, "mkfs.xfs": self._mkfs,
                    "mount": self._mount, "umount": self._umount}.get(program)
@@ -132,7 +137,7 @@ class FakeNode(Runner):
         if self.crash_after is not None and len(self.calls) >= self.crash_after:
             self.crash_after = None
             raise Crash(f"killed right after {argv}")
-        return Result(tuple(argv), rc, stdout, stderr)
+        return Result(tuple(full), rc, stdout, stderr)
 
 
     # -- seams for the driver ------------------------------------------------------------

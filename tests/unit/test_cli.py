@@ -64,7 +64,8 @@ def test_gc_reports_each_slab_it_could_not_repair_and_exits_1(human, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("free   slab_b: pod dir ")
     assert out[1] == ("FAILED slab_a: could not remove it (anonymous slab of a pod that is "
-                      "gone): `lvremove --yes slabvol/slab_a` failed with exit code 5: "
+                      "gone): `lvremove --config 'backup { retain_min = 20 retain_days = 0 }' --yes "
+                      "slabvol/slab_a` failed with exit code 5: "
                       "Logical volume slabvol/slab_a contains a filesystem in use.")
     assert out[2].startswith("held   slab_c: retired, but still open outside the driver; "
                              "find the holder with `grep -l ' 254:2 ' /proc/*/mountinfo`")

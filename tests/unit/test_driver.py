@@ -8,6 +8,7 @@ from slabvol import policy
 from slabvol import slab as S
 from slabvol.config import Config
 from slabvol.driver import Driver, check_mount_dir, mkfs_argv
+from slabvol.lvm import ROUTINE, STRUCTURAL
 from slabvol.errors import BadRequest, Busy, CommandError, NoRoom, SlabvolError
 from slabvol.policy import Request
 
@@ -37,7 +38,7 @@ def test_a_miss_creates_tags_formats_claims_and_mounts_in_that_order(node, drive
     outcome = driver.mount(DIR1, req())
     assert node.calls == [
         VGS, VGS_VG_ONLY,
-        ["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--name", "slab_1",
+        ["lvcreate", *STRUCTURAL, "--yes", "--wipesignatures", "y", "--zero", "y", "--name", "slab_1",
          "--size", "1073741824b", "--addtag", "slabvol.v=1", "--addtag", "slabvol.state=creating",
          "--addtag", "slabvol.ns=team-a", "--addtag", f"slabvol.pod={pod_uid('uid-1')}", "--addtag", DIR1_TAG,
          "--addtag", "slabvol.size_mb=1024", "--addtag", "slabvol.fs=ext4",
@@ -45,7 +46,7 @@ def test_a_miss_creates_tags_formats_claims_and_mounts_in_that_order(node, drive
          "slabvol"],
         ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1",
          "/dev/slabvol/slab_1"],
-        ["lvchange", "--deltag", "slabvol.state=creating", "--addtag", "slabvol.state=in-use",
+        ["lvchange", *ROUTINE, "--deltag", "slabvol.state=creating", "--addtag", "slabvol.state=in-use",
          "slabvol/slab_1"],
         ["mount", "-t", "ext4", "/dev/slabvol/slab_1", DIR1],
     ]
@@ -87,7 +88,7 @@ def test_unmount_frees_the_slab_with_last_used_and_use_count(node, driver, pod):
     outcome = driver.unmount(DIR1)
     assert node.calls == [
         VGS, ["umount", DIR1],
-        ["lvchange", "--deltag", "slabvol.state=in-use", "--deltag", f"slabvol.pod={pod_uid('uid-1')}",
+        ["lvchange", *ROUTINE, "--deltag", "slabvol.state=in-use", "--deltag", f"slabvol.pod={pod_uid('uid-1')}",
          "--deltag", DIR1_TAG, "--deltag", "slabvol.uses=0", "--addtag", "slabvol.state=free",
          "--addtag", f"slabvol.last_used={CLOCK}", "--addtag", "slabvol.uses=1", "slabvol/slab_1"],
     ]
@@ -106,7 +107,7 @@ def test_a_second_mount_of_the_same_size_and_namespace_reuses_the_slab(node, dri
     outcome = driver.mount(DIR2, req(uid="uid-2"))
     assert node.calls == [
         VGS,
-        ["lvchange", "--deltag", "slabvol.state=free", "--addtag", "slabvol.state=in-use",
+        ["lvchange", *ROUTINE, "--deltag", "slabvol.state=free", "--addtag", "slabvol.state=in-use",
          "--addtag", f"slabvol.pod={pod_uid('uid-2')}", "--addtag", DIR2_TAG, "slabvol/slab_1"],
         ["mount", "-t", "ext4", "/dev/slabvol/slab_1", DIR2],
     ]
@@ -203,7 +204,7 @@ def test_an_anonymous_request_never_reuses_and_is_removed_on_unmount(node, drive
     assert node.slab_tags(outcome.slab)["type"] == "ax-anonymous"
     node.calls.clear()
     assert driver.unmount(DIR1).event == "remove"
-    assert node.changes() == [["umount", DIR1], ["lvremove", "--yes", f"slabvol/{outcome.slab}"]]
+    assert node.changes() == [["umount", DIR1], ["lvremove", *STRUCTURAL, "--yes", f"slabvol/{outcome.slab}"]]
     assert set(node.lvs) == {"slab_a"}
 
 
@@ -281,7 +282,7 @@ def test_a_slab_fuller_than_the_threshold_is_pruned(node, driver, pod):
     node.calls.clear()
     outcome = driver.unmount(DIR1)
     assert outcome.event == "prune" and "80.0% used" in outcome.message
-    assert node.changes() == [["umount", DIR1], ["lvremove", "--yes", "slabvol/slab_1"]]
+    assert node.changes() == [["umount", DIR1], ["lvremove", *STRUCTURAL, "--yes", "slabvol/slab_1"]]
     assert node.lvs == {}
 
 
@@ -345,8 +346,8 @@ def test_free_slabs_are_evicted_lru_first_only_as_many_as_needed(node, driver, p
         free_slab(node, name, last_used=last_used)
     outcome = driver.mount(DIR1, req(size_mb=2 * GiB))
     changes = node.changes()
-    assert changes[:2] == [["lvremove", "--yes", "slabvol/slab_old"],
-                           ["lvremove", "--yes", "slabvol/slab_mid"]]
+    assert changes[:2] == [["lvremove", *STRUCTURAL, "--yes", "slabvol/slab_old"],
+                           ["lvremove", *STRUCTURAL, "--yes", "slabvol/slab_mid"]]
     assert [argv[0] for argv in changes[2:]] == ["lvcreate", "mkfs.ext4", "lvchange", "mount"]
     assert (outcome.event, outcome.evicted) == ("miss", 2)
     assert set(node.lvs) == {"slab_new", "slab_1"}
@@ -404,7 +405,7 @@ def test_a_failed_mkfs_removes_the_new_lv(node, driver, pod):
     node.failures["mkfs.ext4"] = (1, "mkfs.ext4: Device size reported to be zero.\n")
     with pytest.raises(CommandError, match="Device size reported to be zero"):
         driver.mount(DIR1, req())
-    assert node.changes()[-1] == ["lvremove", "--yes", "slabvol/slab_1"]
+    assert node.changes()[-1] == ["lvremove", *STRUCTURAL, "--yes", "slabvol/slab_1"]
     assert node.lvs == {} and node.mounted_at(DIR1) is None
 
 
@@ -417,7 +418,7 @@ def test_a_reused_slab_that_will_not_mount_is_removed(node, driver, pod):
     with pytest.raises(SlabvolError, match="mounting cached slab slab_a on .* failed "
                                            r"\(mount: .*wrong fs type.*\); the slab was removed"):
         driver.mount(DIR1, req())
-    assert node.changes()[-1] == ["lvremove", "--yes", "slabvol/slab_a"]
+    assert node.changes()[-1] == ["lvremove", *STRUCTURAL, "--yes", "slabvol/slab_a"]
     assert node.lvs == {}
 
 
@@ -634,7 +635,8 @@ def test_gc_repairs_every_slab_it_can_and_reports_the_ones_it_cannot(node, drive
                                     "in use.\n")
     report = driver.gc()
     assert [(r.slab.lv_name, error) for r, error in report.failed] == [
-        ("slab_half", "`lvremove --yes slabvol/slab_half` failed with exit code 5: Logical "
+        ("slab_half", "`lvremove --config 'backup { retain_min = 20 retain_days = 0 }' --yes "
+                      "slabvol/slab_half` failed with exit code 5: Logical "
                       "volume slabvol/slab_half contains a filesystem in use.")]
     assert sorted(r.slab.lv_name for r in report.repaired) == ["slab_anon", "slab_orphan"]
     assert set(node.lvs) == {"slab_half", "slab_orphan"}
@@ -660,7 +662,7 @@ def test_mount_repairs_leftovers_before_planning(node, driver, pod):
     claimed_slab(node, "slab_half", pod_dir("uid-9"), state=S.CREATING)
     claimed_slab(node, "slab_orphan", pod_dir("uid-gone"))
     outcome = driver.mount(DIR1, req())
-    assert ["lvremove", "--yes", "slabvol/slab_half"] in node.calls
+    assert ["lvremove", *STRUCTURAL, "--yes", "slabvol/slab_half"] in node.calls
     assert (outcome.event, outcome.slab) == ("hit", "slab_orphan")
     node.check_invariants()
 

@@ -8,7 +8,8 @@ import pytest
 
 from slabvol import slab as S
 from slabvol.errors import CommandError, NoRoom, SlabvolError
-from slabvol.lvm import LogicalVolume, Lvm, LvNotFound, VgNotFound, VolumeGroup, parse_report
+from slabvol.lvm import (ROUTINE, STRUCTURAL, LogicalVolume, Lvm, LvNotFound, VgNotFound,
+                         VolumeGroup, parse_report)
 from slabvol.process import Result
 
 from fakes import report_json
@@ -75,7 +76,8 @@ def test_create_passes_name_size_in_bytes_and_every_tag():
     runner = Replay(OK)
     Lvm(runner, "slabvol").create("slab_1", 1073741824, ["slabvol.v=1", "slabvol.state=creating"])
     assert runner.calls == [[
-        "lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--name", "slab_1",
+        "lvcreate", "--config", "backup { retain_min = 20 retain_days = 0 }",
+        "--yes", "--wipesignatures", "y", "--zero", "y", "--name", "slab_1",
         "--size", "1073741824b", "--addtag", "slabvol.v=1", "--addtag", "slabvol.state=creating",
         "slabvol"]]
 
@@ -85,7 +87,8 @@ def test_change_tags_deletes_and_adds_in_one_lvchange():
     Lvm(runner, "slabvol").change_tags("slab_1", ["slabvol.state=free", "slabvol.uses=1"],
                                        ["slabvol.state=in-use"])
     assert runner.calls == [[
-        "lvchange", "--deltag", "slabvol.state=free", "--deltag", "slabvol.uses=1",
+        "lvchange", "--config", "backup { archive = 0 }",
+        "--deltag", "slabvol.state=free", "--deltag", "slabvol.uses=1",
         "--addtag", "slabvol.state=in-use", "slabvol/slab_1"]]
 
 
@@ -104,7 +107,8 @@ def test_activate_runs_lvchange_activate():
 def test_remove_runs_lvremove_yes_and_reports_removal():
     runner = Replay("lvremove_slab_aaaa")
     assert Lvm(runner, "slabvol").remove("slab_aaaa") is True
-    assert runner.calls == [["lvremove", "--yes", "slabvol/slab_aaaa"]]
+    assert runner.calls == [["lvremove", "--config", "backup { retain_min = 20 retain_days = 0 }",
+                             "--yes", "slabvol/slab_aaaa"]]
 
 
 # -- parsing real reports ---------------------------------------------------------------

@@ -31,7 +31,7 @@ def test_run_raises_a_command_error_with_exit_code_and_stderr():
     error = caught.value
     assert (error.returncode, error.stderr, error.argv) == (5, "boom\n",
                                                             ["sh", "-c", "echo boom >&2; exit 5"])
-    assert str(error) == "`sh -c echo boom >&2; exit 5` failed with exit code 5: boom"
+    assert str(error) == "`sh -c 'echo boom >&2; exit 5'` failed with exit code 5: boom"
 
 
 def test_a_command_error_without_output_says_so():
