@@ -129,8 +129,8 @@ def build_runtime(host, opts, runtime):
             if not host.dry_run and os.path.exists(host.path(venv)):
                 shutil.rmtree(host.path(venv))
             hint = ("" if opts.wheelhouse else " If this node has no internet access, build a "
-                    "wheelhouse where there is (`pip wheel -w wheelhouse /path/to/slabvol`), "
-                    "copy it here and pass --wheelhouse DIR.")
+                    "wheelhouse where there is (`deploy/build-wheelhouse DIR` from a slabvol "
+                    "checkout), copy it here and pass --wheelhouse DIR.")
             detail = exc.stderr.strip().splitlines()[-3:] if isinstance(exc, CommandError) \
                 else [str(exc)]
             raise InstallError(f"could not install slabvol into {venv}: "
