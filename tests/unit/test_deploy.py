@@ -19,11 +19,6 @@ import yaml
 from slabvol import DRIVER_NAME
 from slabvol.flex import parse_options
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - the test extra installs tomli there
-    import tomli as tomllib
-
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 DEPLOY = os.path.join(REPO, "deploy")
 EXAMPLES = os.path.join(DEPLOY, "examples")
@@ -34,35 +29,14 @@ def read(*parts):
         return handle.read()
 
 
-def jenkins_pod():
-    """The pod YAML inside the Jenkinsfile's podTemplate, as Groovy would render it."""
-    text = read(EXAMPLES, "jenkins", "Jenkinsfile")
-    match = re.search(r'yaml: """(.*?)"""', text, re.DOTALL)
-    assert match, "the Jenkinsfile has a podTemplate yaml: block"
-    body = match.group(1).replace("\\$", "$")
-    body = re.sub(r"\$\{CACHE_KEY\}", "jenkins-folder-job", body)
-    assert "${" not in body, "only ${CACHE_KEY} is interpolated"
-    return yaml.safe_load(body)["spec"]
-
-
-def gitlab_patch():
-    config = tomllib.loads(read(EXAMPLES, "gitlab-runner", "config.toml"))
-    runner = config["runners"][0]
-    assert runner["executor"] == "kubernetes"
-    assert "FF_USE_ADVANCED_POD_SPEC_CONFIGURATION=true" in runner["environment"]
-    (patch,) = runner["kubernetes"]["pod_spec"]
-    assert patch["patch_type"] == "strategic"
-    return yaml.safe_load(patch["patch"])
+sys.path.insert(0, os.path.join(REPO, "tests"))
+import dind_examples  # noqa: E402  (shared with the real-LVM tier's tests/lvm/test_dind.py)
 
 
 def pod_specs():
-    """(example name, pod spec) of every example."""
-    pod = yaml.safe_load(read(EXAMPLES, "dind-pod.yaml"))
-    assert pod["kind"] == "Pod" and pod["apiVersion"] == "v1"
-    arc = yaml.safe_load(read(EXAMPLES, "actions-runner-controller", "values.yaml"))
-    return [("dind-pod", pod["spec"]), ("jenkins", jenkins_pod()),
-            ("gitlab-runner", gitlab_patch()), ("actions-runner-controller",
-                                                 arc["template"]["spec"])]
+    """(example name, pod spec) of every example: tests/dind_examples.py unwraps the
+    Jenkinsfile, the GitLab pod spec patch, the Helm values and the legacy ARC CRD."""
+    return dind_examples.pod_specs()
 
 
 EXAMPLE_SPECS = pod_specs()
@@ -72,8 +46,7 @@ def test_every_example_file_is_covered():
     found = set()
     for dirpath, _, filenames in os.walk(EXAMPLES):
         found |= {os.path.relpath(os.path.join(dirpath, f), EXAMPLES) for f in filenames}
-    assert found == {"dind-pod.yaml", "jenkins/Jenkinsfile", "gitlab-runner/config.toml",
-                     "actions-runner-controller/values.yaml"}
+    assert found == set(dind_examples.FILES)
 
 
 @pytest.mark.parametrize("name, spec", EXAMPLE_SPECS, ids=[n for n, _ in EXAMPLE_SPECS])
@@ -83,9 +56,10 @@ def test_the_example_mounts_a_slab_at_var_lib_docker_of_a_privileged_dind(name, 
     volume = flex[0]
     source = volume["flexVolume"]
     assert source["driver"] == DRIVER_NAME == "ax/vol_plugin"
+    assert source.get("fsType") in ("ext4", "xfs")
     assert isinstance(source["options"]["size_mb"], str), "options must be strings"
     assert all(isinstance(v, str) for v in source["options"].values())
-    daemons = [c for c in spec["containers"]
+    daemons = [c for c in dind_examples.all_containers(spec)
                if any(m["name"] == volume["name"] for m in c.get("volumeMounts", []))]
     assert len(daemons) == 1, "exactly one container mounts the slab"
     dind = daemons[0]
@@ -99,6 +73,8 @@ def test_the_example_mounts_a_slab_at_var_lib_docker_of_a_privileged_dind(name, 
 @pytest.mark.parametrize("name, spec", EXAMPLE_SPECS, ids=[n for n, _ in EXAMPLE_SPECS])
 def test_the_driver_accepts_the_example_options(name, spec):
     source = next(v["flexVolume"] for v in spec["volumes"] if "flexVolume" in v)
+    # the admission policy refuses pods that set the kubelet's keys themselves
+    assert not [k for k in source.get("options", {}) if k.startswith("kubernetes.io/")]
     # what the kubelet passes: the pod's options plus its own kubernetes.io/* keys
     options = dict(source.get("options", {}))
     options.update({"kubernetes.io/fsType": source.get("fsType", ""),
@@ -110,20 +86,35 @@ def test_the_driver_accepts_the_example_options(name, spec):
 
 
 @pytest.mark.parametrize("name, spec", EXAMPLE_SPECS, ids=[n for n, _ in EXAMPLE_SPECS])
-def test_the_docker_clients_reach_the_daemon(name, spec):
-    env = {e["name"]: e.get("value") for c in spec["containers"] for e in c.get("env", [])}
-    if name == "gitlab-runner":  # set for the build container through [[runners]] environment
-        config = tomllib.loads(read(EXAMPLES, "gitlab-runner", "config.toml"))
-        env.update(e.split("=", 1) for e in config["runners"][0]["environment"])
-    assert env.get("DOCKER_HOST") in ("tcp://localhost:2375", "unix:///var/run/docker.sock")
-    if env["DOCKER_HOST"].startswith("tcp://"):
-        assert env.get("DOCKER_TLS_CERTDIR") == "", "dind listens on 2375 without TLS"
+def test_the_docker_clients_reach_the_daemon_through_a_shared_unix_socket(name, spec):
+    """Every container that sets DOCKER_HOST points it at one of the daemon's unix
+    sockets, seen through an emptyDir that both containers mount; no TCP."""
+    dind = dind_examples.dind_container(spec)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    sockets = {}
+    for host in dind_examples.hosts(dind_examples.dockerd_argv(dind)):
+        assert host.startswith("unix://"), f"dind listens on {host}"
+        volume, inside = dind_examples.volume_path(dind, host[len("unix://"):])
+        assert volume and "emptyDir" in volumes[volume], f"{host} is not in an emptyDir"
+        sockets[(volume, inside)] = host
+    clients = [c for c in dind_examples.all_containers(spec)
+               if c is not dind and "DOCKER_HOST" in dind_examples.container_env(c)]
+    assert clients, "some container talks to the daemon"
+    for client in clients:
+        host = dind_examples.docker_host(client)
+        assert host.startswith("unix://"), f"{client['name']}: DOCKER_HOST={host}"
+        seen = dind_examples.volume_path(client, host[len("unix://"):])
+        assert seen in sockets, f"{client['name']}: {host} is not the daemon's socket"
 
 
 # -- the installer DaemonSet ----------------------------------------------------------------
 
 def daemonset_docs():
-    return list(yaml.safe_load_all(read(DEPLOY, "daemonset.yaml")))
+    """The namespace and the DaemonSet of the kustomize base (deploy/base/; the overlays and
+    the schemas are tested in test_kustomize.py)."""
+    (namespace,) = yaml.safe_load_all(read(DEPLOY, "base", "namespace.yaml"))
+    (daemonset,) = yaml.safe_load_all(read(DEPLOY, "base", "daemonset.yaml"))
+    return [namespace, daemonset]
 
 
 def test_the_daemonset_manifest_has_a_privileged_namespace_and_the_daemonset():
@@ -141,8 +132,10 @@ def test_the_daemonset_pod_can_enter_the_host_and_stages_the_source_on_it():
     _, daemonset = daemonset_docs()
     pod = daemonset["spec"]["template"]["spec"]
     assert pod["hostPID"] is True  # nsenter --target 1
-    assert {"operator": "Exists"} in pod["tolerations"]
-    (container,) = pod["containers"]
+    assert {"operator": "Exists"} not in pod.get("tolerations", [])  # not every taint
+    assert all(t.get("key") for t in pod.get("tolerations", []))
+    (container,) = pod["initContainers"]  # install.sh: the pod is Ready only if it succeeded
+    assert container["name"] == "install" and container["args"] == ["install"]
     assert container["securityContext"]["privileged"] is True
     env = {e["name"]: e.get("value") for e in container["env"]}
     stage = env["SLABVOL_STAGE"]
@@ -150,19 +143,84 @@ def test_the_daemonset_pod_can_enter_the_host_and_stages_the_source_on_it():
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     assert volume["hostPath"]["path"] == stage  # same path in the container and on the host
     assert volume["hostPath"]["type"] == "DirectoryOrCreate"
-    # the default arguments are ones install.sh accepts
+    (waiter,) = pod["containers"]
+    assert waiter["args"] == ["wait"] and not waiter["securityContext"].get("privileged")
+    # the base's arguments are ones install.sh accepts, and create no volume group: the
+    # loop file (trial-loopback) and the disk (disk) are overlays an operator picks
     from slabvol.install.options import parse_args
+    assert env["INSTALL_ARGS"] == ""
     opts = parse_args(shlex.split(env["INSTALL_ARGS"]) + ["--source", REPO], environ={})
-    assert opts.loopback and opts.size == 20 * 1024 ** 3
+    assert not opts.loopback and not opts.disk and not opts.skip_vg and not opts.uninstall
 
 
-def test_the_entrypoint_runs_install_sh_in_the_host_namespaces_then_sleeps():
+def test_the_entrypoint_runs_install_sh_in_the_host_namespaces():
     text = read(DEPLOY, "entrypoint.sh")
     assert subprocess.run(["sh", "-n", os.path.join(DEPLOY, "entrypoint.sh")]).returncode == 0
     assert re.search(r'nsenter --target 1 --mount .*-- "\$stage/src/install.sh" \$args', text)
     assert "--wheelhouse $stage/src/wheelhouse" in text
-    assert text.rstrip().splitlines()[-1].startswith("exec sleep")
     assert os.access(os.path.join(DEPLOY, "entrypoint.sh"), os.X_OK)
+
+
+def run_entrypoint(tmp_path, mode, install_rc):
+    """deploy/entrypoint.sh MODE with a fake image tree, host stage dir and nsenter (which
+    runs the command after "--" here); the fake install.sh logs its arguments."""
+    image, stage, bin_dir = tmp_path / "image", tmp_path / "stage", tmp_path / "bin"
+    for d in (image / "wheelhouse", stage, bin_dir):
+        d.mkdir(parents=True)
+    (image / "install.sh").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\n'
+                                      f'echo "install.sh: no volume group" >&2\n'
+                                      f'exit {install_rc}\n')
+    (bin_dir / "nsenter").write_text('#!/bin/sh\nwhile [ "$1" != "--" ]; do shift; done\n'
+                                     'shift\nexec "$@"\n')
+    for script in (image / "install.sh", bin_dir / "nsenter"):
+        script.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLABVOL_STAGE": str(stage),
+           "SLABVOL_IMAGE_SOURCE": str(image), "INSTALL_ARGS": "--disk /dev/nvme1n1",
+           "NODE_NAME": "node-1"}
+    out = subprocess.run(["sh", os.path.join(DEPLOY, "entrypoint.sh"), mode], env=env,
+                         capture_output=True, text=True, timeout=20)
+    return out, stage
+
+
+def test_the_init_container_fails_when_install_sh_fails_so_the_pod_never_gets_ready(tmp_path):
+    out, stage = run_entrypoint(tmp_path, "install", install_rc=3)
+    assert out.returncode == 3, out  # Init:CrashLoopBackOff, and the rollout stalls
+    assert "install.sh: no volume group" in out.stderr  # kubectl logs -c install shows why
+    assert (tmp_path / "args").read_text().split() == [
+        "--disk", "/dev/nvme1n1", "--wheelhouse", f"{stage}/src/wheelhouse"]
+
+
+def test_the_init_container_exits_after_a_successful_install(tmp_path):
+    out, stage = run_entrypoint(tmp_path, "install", install_rc=0)  # returns: does not sleep
+    assert out.returncode == 0, out
+    assert (stage / "src" / "install.sh").is_file()
+    assert "slabvol installer on node-1: done" in out.stdout
+
+
+def test_the_main_container_waits_until_sigterm_and_then_ends_at_once():
+    import signal
+    import time
+
+    import psutil
+    proc = subprocess.Popen(["sh", os.path.join(DEPLOY, "entrypoint.sh"), "wait"])
+    try:
+        deadline = time.monotonic() + 10
+        while not psutil.Process(proc.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.02)  # the trap is set once its sleep runs
+        (child,) = psutil.Process(proc.pid).children()
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_the_entrypoint_refuses_an_unknown_mode():
+    out = subprocess.run(["sh", os.path.join(DEPLOY, "entrypoint.sh"), "sleep"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2 and "usage" in out.stderr
 
 
 def test_the_dockerfile_copies_files_that_exist_and_runs_the_entrypoint():
@@ -174,7 +232,67 @@ def test_the_dockerfile_copies_files_that_exist_and_runs_the_entrypoint():
     assert "COPY deploy/entrypoint.sh /usr/local/bin/slabvol-installer" in text
     assert 'ENTRYPOINT ["/usr/local/bin/slabvol-installer"]' in text
     # the image's source tree is where the entrypoint copies it from
-    assert "cp -a /slabvol/." in read(DEPLOY, "entrypoint.sh")
+    assert 'cp -a "${SLABVOL_IMAGE_SOURCE:-/slabvol}/."' in read(DEPLOY, "entrypoint.sh")
     assert "COPY install.sh " in text and "/slabvol/" in text
-    image = daemonset_docs()[1]["spec"]["template"]["spec"]["containers"][0]["image"]
+    pod = daemonset_docs()[1]["spec"]["template"]["spec"]
+    images = {c["image"] for c in pod["initContainers"] + pod["containers"]}
+    assert len(images) == 1
+    (image,) = images
     assert image.endswith(":0.1.0") and "slabvol-installer" in image
+
+
+def test_the_image_builds_its_wheelhouse_for_the_oldest_python_install_sh_accepts():
+    """Issue #9: built with python:3.12, the wheelhouse held a click that needs 3.10."""
+    from slabvol.install.layout import MIN_PYTHON
+    oldest = ".".join(map(str, MIN_PYTHON))
+    text = read(DEPLOY, "Dockerfile")
+    assert "COPY deploy/build-wheelhouse " in text
+    assert re.search(r"^RUN build-wheelhouse /wheelhouse /src$", text, re.MULTILINE)
+    assert "pip " not in text, "the wheelhouse is built by deploy/build-wheelhouse only"
+    assert "COPY --from=wheels /wheelhouse /slabvol/wheelhouse" in text
+    script = read(DEPLOY, "build-wheelhouse")
+    assert f"min_python=${{SLABVOL_MIN_PYTHON:-{oldest}}}" in script
+    assert re.search(r'pip download .*\\\n\s+--python-version "\$min_python"', script)
+    assert "--only-binary=:all:" in script and "--no-deps" in script
+    assert os.access(os.path.join(DEPLOY, "build-wheelhouse"), os.X_OK)
+    assert subprocess.run(["sh", "-n", os.path.join(DEPLOY, "build-wheelhouse")]).returncode == 0
+    # scripts/check-wheelhouse checks from the oldest to the newest Python
+    check = read(REPO, "scripts", "check-wheelhouse")
+    assert f"versions=({oldest} " in check
+
+
+def fake_wheel(directory, name, version, tag="py3-none-any", requires_python=None,
+               requires=()):
+    """A wheel with nothing but its metadata: enough for pip to resolve it."""
+    import zipfile
+    dist_info = f"{name}-{version}.dist-info"
+    metadata = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    if requires_python:
+        metadata.append(f"Requires-Python: {requires_python}")
+    metadata += [f"Requires-Dist: {r}" for r in requires]
+    files = {f"{dist_info}/METADATA": "\n".join(metadata) + "\n",
+             f"{dist_info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: test\n"
+                                   f"Root-Is-Purelib: true\nTag: {tag}\n"}
+    files[f"{dist_info}/RECORD"] = "".join(f"{f},,\n" for f in files) + f"{dist_info}/RECORD,,\n"
+    with zipfile.ZipFile(os.path.join(directory, f"{name}-{version}-{tag}.whl"), "w") as whl:
+        for path, text in files.items():
+            whl.writestr(path, text)
+
+
+def test_check_wheelhouse_fails_on_a_wheelhouse_that_does_not_install_on_python_3_9(tmp_path):
+    """What the image used to ship: the newest click, which needs Python >= 3.10."""
+    import platform
+
+    from slabvol import __version__
+    fake_wheel(tmp_path, "slabvol", __version__, requires=["click>=7.0", "psutil>=5.0"])
+    fake_wheel(tmp_path, "click", "8.3.0", requires_python=">=3.10")
+    fake_wheel(tmp_path, "psutil", "7.0.0", requires_python=">=3.6",
+               tag=f"cp36-abi3-manylinux_2_17_{platform.machine()}")
+    out = subprocess.run([os.path.join(REPO, "scripts", "check-wheelhouse"), "--wheelhouse",
+                          str(tmp_path), "3.9", "3.13"], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert out.returncode == 1, out
+    assert "Python 3.13: ok: click-8.3.0 psutil-7.0.0 slabvol-" in out.stdout  # valid wheels
+    assert "Python 3.9: FAILED" in out.stderr
+    assert "requires a different Python" in out.stderr and ">=3.10" in out.stderr
+    assert "does not install offline on Python 3.9 " in out.stderr
