@@ -31,8 +31,21 @@ def test_a_hit_cycle_archives_nothing_and_a_new_slab_once(node, kubelet, pod_fac
 
 
 def test_the_archive_of_the_vg_stays_bounded(node, kubelet):
+    """A long-lived node: many more archive files of this VG than slabvol keeps (copies of a
+    real one, numbered below it, as months of history would be). The next slab created
+    prunes them to ARCHIVES_KEPT; another VG's archive is not touched."""
     lvm = Lvm(Runner(), node.vg)
-    for i in range(ARCHIVES_KEPT // 2 + 3):  # more create+remove than the archive keeps
-        lvm.create(f"bound_{i}", 4 * 1024 * 1024, ["slabvol.v=1", "slabvol.state=free"])
-        lvm.remove(f"bound_{i}")
+    lvm.create("bound_0", 4 * 1024 * 1024, ["slabvol.v=1", "slabvol.state=free"])
+    newest = max(archives(node.vg))
+    with open(os.path.join(ARCHIVE_DIR, newest)) as handle:
+        text = handle.read()
+    for index in range(1, 2 * ARCHIVES_KEPT):
+        for vg in (node.vg, "someone_elses_vg"):
+            with open(os.path.join(ARCHIVE_DIR, f"{vg}_{index:05d}-1.vg"), "w") as handle:
+                handle.write(text)
+    assert len(archives(node.vg)) >= 2 * ARCHIVES_KEPT
+    lvm.remove("bound_0")
     assert 0 < len(archives(node.vg)) <= ARCHIVES_KEPT
+    assert len(archives("someone_elses_vg")) == 2 * ARCHIVES_KEPT - 1
+    for name in archives("someone_elses_vg"):
+        os.remove(os.path.join(ARCHIVE_DIR, name))
