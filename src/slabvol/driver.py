@@ -133,7 +133,7 @@ class Outcome:
     """What an operation did, for the log, the caller and the metrics."""
 
     message: str
-    event: str = ""  # hit | miss | noop | release | prune | remove
+    event: str = ""  # hit | miss | noop | release | prune | remove | retire
     evicted: int = 0
     slab: str = ""
 

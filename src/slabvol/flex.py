@@ -140,12 +140,13 @@ def _handle_volume_call(verb, args, environ):
         raise BadRequest(f"{verb} takes {want} argument(s), got {len(args)}; usage: {usage}")
     config = config_mod.load(environ=environ)
     configure(config)
-    from .driver import Driver
+    from .driver import Driver, check_mount_dir
     from .metrics import record
 
     driver = Driver(config)
     try:
         if verb == "mount":
+            check_mount_dir(args[0], config.kubelet_dir)  # a wrong dir is named first
             request, readonly = parse_options(args[1])
             log.info("mount %s: %d MiB %s %s ns=%s key=%s%s", args[0], request.size_mb,
                      request.fs_type, request.type, request.namespace or "-",

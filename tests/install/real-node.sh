@@ -24,8 +24,8 @@ img=/var/tmp/slabvol-real-node.img
 extra=()
 if [ -n "${1:-}" ]; then extra=(--wheelhouse "$1"); fi
 exe=/usr/libexec/kubernetes/kubelet-plugins/volume/exec/ax~vol_plugin/vol_plugin
-dir=/var/lib/kubelet/pods/real-node-uid/volumes/ax~vol_plugin/docker
-opts='{"size_mb":"256","kubernetes.io/fsType":"ext4","kubernetes.io/pod.namespace":"ci","kubernetes.io/pod.uid":"real-node-uid","kubernetes.io/readwrite":"rw"}'
+dir=/var/lib/kubelet/pods/5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9/volumes/ax~vol_plugin/docker
+opts='{"size_mb":"256","kubernetes.io/fsType":"ext4","kubernetes.io/pod.namespace":"ci","kubernetes.io/pod.uid":"5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9","kubernetes.io/readwrite":"rw"}'
 step() { printf '\n===== %s\n' "$*"; }
 fail() { echo "FAILED: $*" >&2; exit 1; }
 

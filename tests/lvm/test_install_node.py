@@ -112,10 +112,11 @@ def test_loopback_install_mount_reattach_uninstall_purge(clean_node):
     again = install("--loopback", image, *base).stdout
     assert "Nothing changed" in again, again
 
-    target = "/var/lib/kubelet/pods/it-uid/volumes/ax~vol_plugin/docker"
+    uid = "0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6"  # pod UIDs are UUIDs; the driver checks
+    target = f"/var/lib/kubelet/pods/{uid}/volumes/ax~vol_plugin/docker"
     os.makedirs(target, exist_ok=True)
     options = json.dumps({"size_mb": "128", "kubernetes.io/fsType": "ext4",
-                          "kubernetes.io/pod.namespace": "ci", "kubernetes.io/pod.uid": "it-uid"})
+                          "kubernetes.io/pod.namespace": "ci", "kubernetes.io/pod.uid": uid})
     assert driver("mount", target, options)["status"] == "Success"
     with open(os.path.join(target, "marker"), "w") as handle:
         handle.write("warm")

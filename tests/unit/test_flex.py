@@ -260,6 +260,12 @@ def test_bad_options_are_a_failure_that_changes_nothing(flex_node):
     assert flex_node.calls == []
 
 
+def test_a_bad_mount_dir_is_named_before_any_problem_with_the_options(flex_node):
+    out = handle(["mount", "/etc/passwd-dir", json.dumps({"size_mb": "64"})], {})
+    assert out["status"] == "Failure" and "'/etc/passwd-dir'" in out["message"]
+    assert flex_node.calls == []
+
+
 def test_options_forging_another_pods_uid_fail_before_any_command_runs(flex_node, fs):
     fs.remove("/etc/slabvol/slabvol.conf")
     fs.create_file("/etc/slabvol/slabvol.conf", contents="[slabvol]\nlock_file = /run/s.lock\n"
