@@ -44,12 +44,11 @@ install() {
 
 wait_until_stopped() {
     # sleep in the background and wait for it, so that SIGTERM ends the pod at once
-    child=
-    trap 'if [ -n "$child" ]; then kill "$child" 2>/dev/null || true; fi; exit 0' TERM INT
+    # ($! and not a variable set after it: the trap may run between `&` and the next line)
+    trap 'kill $! 2>/dev/null; exit 0' TERM INT
     while :; do
         sleep 86400 &
-        child=$!
-        wait "$child" || true
+        wait $! || true
     done
 }
 
