@@ -185,3 +185,51 @@ def plan_repair(slabs, busy, live_dirs):
                 repairs.append(Repair(KEEP, s, f"pod dir {s.mount_dir} is gone and the slab "
                                                 "is not mounted: returned to the pool"))
     return repairs
+
+
+# The keyed policy of issue 11 (not yet used by the driver, which calls plan_mount): a cache
+# kept for a repository's key is worth more than a new slab's room, so a keyed request makes
+# a new slab before it takes another key's cache, and an unkeyed request takes the warm slabs
+# nobody asked for by key before it takes one that somebody did.
+
+def _plan_fresh(request, vg, slabs, busy, scope):
+    """plan_mount's steps 2 to 4 alone (create, evict and create, refuse): the same request
+    with reuse ruled out, as plan_mount treats an anonymous one."""
+    from dataclasses import replace
+    return plan_mount(replace(request, type=S.ANONYMOUS), vg, slabs, busy, scope)
+
+
+def plan_mount_keyed(request, vg, slabs, busy=frozenset(), scope=SCOPE_NAMESPACE):
+    """Decide how to serve ``request`` when every cache is kept for its key.
+
+    Arguments as for ``plan_mount``. A request with a cache_key:
+
+    1. Reuse a ``reusable`` slab last used with the same key, the most recently used.
+    2. Else create one, if the VG's free space holds it: another key's warm slab is kept.
+    3. Else reuse the least recently used ``reusable`` slab of another key (or of none).
+    4. Else evict free slabs and create, as plan_mount: least recently used first, only as
+       many as needed and only if that makes room; never a slab in use.
+    5. Else refuse, as plan_mount.
+
+    A request without a cache_key is served as plan_mount serves it, except that it takes
+    an unkeyed ``reusable`` slab (the most recently used) before any keyed one. An anonymous
+    request is served exactly as plan_mount serves it.
+    """
+    if request.anonymous:
+        return plan_mount(request, vg, slabs, busy, scope)
+    candidates = [s for s in slabs if reusable(s, request, scope, busy)]
+
+    if not request.cache_key:
+        if candidates:
+            return Reuse(max(candidates, key=lambda s: (not s.cache_key, lru_key(s))))
+        return plan_mount(request, vg, slabs, busy, scope)
+
+    own = [s for s in candidates if s.cache_key == request.cache_key]
+    if own:
+        return Reuse(max(own, key=lru_key))
+    fresh = _plan_fresh(request, vg, slabs, busy, scope)
+    if isinstance(fresh, Create) and not fresh.evict:
+        return fresh
+    if candidates:
+        return Reuse(min(candidates, key=lru_key))
+    return fresh
