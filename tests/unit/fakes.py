@@ -54,6 +54,21 @@ def make_driver(node, config):
                   clock=lambda: CLOCK, new_name=lambda: next(names))
 
 
+def slab(name, state=S.FREE, size_mb=1024, fs="ext4", ns="team-a", last_used=100, key="",
+         type=S.GRAPH, mount_dir="", size_bytes=None):
+    """A Slab record for the pure policy and label tests (no node behind it)."""
+    return S.Slab(lv_name=name, lv_path=f"/dev/slabvol/{name}",
+                  size_bytes=size_mb * MIB if size_bytes is None else size_bytes,
+                  state=state, size_mb=size_mb, fs_type=fs, type=type, namespace=ns,
+                  last_used=last_used, cache_key=key, mount_dir=mount_dir)
+
+
+def volume_group(size_mb=10240, free_mb=10240, extent_size=4 * MIB):
+    """A VolumeGroup record (sizes in MiB here, bytes inside)."""
+    from slabvol.lvm import VolumeGroup
+    return VolumeGroup("slabvol", size_mb * MIB, free_mb * MIB, extent_size)
+
+
 def free_slab(node, name, size_mb=1024, ns="team-a", fs="ext4", last_used=100, key="",
               active=True):
     """A slab an earlier pod left in the pool."""

@@ -9,10 +9,10 @@ import pytest
 from slabvol import labels as L
 from slabvol import policy
 from slabvol import slab as S
-from slabvol.lvm import VolumeGroup
+
+from fakes import slab, volume_group as vg
 
 MIB = 1024 * 1024
-EXTENT = 4 * MIB
 
 # Kubernetes' own rules (k8s.io/apimachinery validation): a qualified name is an optional
 # DNS-1123 subdomain prefix (at most 253) and "/", then a name of at most 63 characters,
@@ -26,17 +26,6 @@ def valid_label(name, value):
     return (bool(prefix) and len(prefix) <= 253 and bool(SUBDOMAIN.fullmatch(prefix))
             and len(base) <= 63 and bool(NAME.fullmatch(base))
             and len(value) <= 63 and (value == "" or bool(NAME.fullmatch(value))))
-
-
-def slab(name, state=S.FREE, size_mb=1024, fs="ext4", ns="team-a", last_used=100, key="",
-         type=S.GRAPH):
-    return S.Slab(lv_name=name, lv_path=f"/dev/slabvol/{name}", size_bytes=size_mb * MIB,
-                  state=state, size_mb=size_mb, fs_type=fs, type=type, namespace=ns,
-                  last_used=last_used, cache_key=key)
-
-
-def vg(size_mb=10240, free_mb=10240):
-    return VolumeGroup("slabvol", size_mb * MIB, free_mb * MIB, EXTENT)
 
 
 def parse(text):

@@ -4,23 +4,12 @@ import pytest
 
 from slabvol import policy
 from slabvol import slab as S
-from slabvol.lvm import VolumeGroup
+
+from fakes import slab, volume_group as vg
 from slabvol.policy import Create, Refuse, Request, Reuse, lv_bytes, plan_mount
 
 MIB = 1024 * 1024
 EXTENT = 4 * MIB
-
-
-def slab(name, state=S.FREE, size_mb=1024, fs="ext4", ns="team-a", last_used=100, key="",
-         type=S.GRAPH, mount_dir="", size_bytes=None):
-    return S.Slab(lv_name=name, lv_path=f"/dev/slabvol/{name}",
-                  size_bytes=size_mb * MIB if size_bytes is None else size_bytes,
-                  state=state, size_mb=size_mb, fs_type=fs, type=type, namespace=ns,
-                  last_used=last_used, cache_key=key, mount_dir=mount_dir)
-
-
-def vg(size_mb=10240, free_mb=10240):
-    return VolumeGroup("slabvol", size_mb * MIB, free_mb * MIB, EXTENT)
 
 
 def request(size_mb=1024, fs="ext4", ns="team-a", key="", type=S.GRAPH):
