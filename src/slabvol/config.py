@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, fields
 
 from .errors import ConfigError
+from .labels import DEFAULT_MAX_WARM, MAX_WARM_LIMIT
 from .policy import SCOPES
 
 DEFAULT_PATH = "/etc/slabvol/slabvol.conf"
@@ -26,6 +27,11 @@ class Config:
     lock_file: str = "/run/slabvol/slabvol.lock"  # a root-only dir (see lock.py)
     lock_timeout: float = 60.0
     metrics_file: str = ""
+    # Node Feature Discovery: the feature file this node's warm caches and room are
+    # published in (labels.py); "" = off. NFD reads /etc/kubernetes/node-feature-discovery/
+    # features.d/ by default.
+    nfd_features_file: str = ""
+    nfd_max_warm: int = DEFAULT_MAX_WARM
     path: str = ""
 
 
@@ -96,6 +102,13 @@ def _check(c):
     if not (math.isfinite(c.lock_timeout) and c.lock_timeout > 0):
         problems.append(f"lock_timeout = {c.lock_timeout} must be a finite positive number "
                         f"of seconds")
+    if c.nfd_features_file and not os.path.isabs(c.nfd_features_file):
+        problems.append(f"nfd_features_file = {c.nfd_features_file!r} must be an absolute path "
+                        f"(or empty: off)")
+    if c.nfd_features_file and os.path.basename(c.nfd_features_file).startswith("."):
+        problems.append(f"nfd_features_file = {c.nfd_features_file!r}: NFD skips dot-files")
+    if not 0 <= c.nfd_max_warm <= MAX_WARM_LIMIT:
+        problems.append(f"nfd_max_warm = {c.nfd_max_warm} must be within 0..{MAX_WARM_LIMIT}")
     if not os.path.isabs(c.lock_file):
         problems.append(f"lock_file = {c.lock_file!r} must be an absolute path")
     if problems:

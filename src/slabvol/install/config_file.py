@@ -32,6 +32,13 @@ CONFIG_HELP = {
     "metrics_file": "Prometheus node-exporter textfile collector file, rewritten after "
                     "each operation, e.g. /var/lib/node_exporter/textfile_collector/"
                     "slabvol.prom. Empty: off.",
+    "nfd_features_file": "Node Feature Discovery feature file in which this node publishes "
+                         "its warm caches and its room as node labels, rewritten under the "
+                         "lock after each mount, unmount and gc, e.g. /etc/kubernetes/"
+                         "node-feature-discovery/features.d/slabvol (install.sh --nfd). "
+                         "Empty: off.",
+    "nfd_max_warm": "At most this many warm-cache labels in the feature file (the most "
+                    "recently used caches first), 0..512.",
 }
 
 
