@@ -91,21 +91,47 @@ def plan_mount(request, vg, slabs, busy=frozenset(), scope=SCOPE_NAMESPACE):
 
     ``vg`` is the VolumeGroup (bytes), ``slabs`` every slab in it, ``busy`` the names of
     slabs that must not be touched: open anywhere (mounted in any mount namespace, or held
-    by any process), and any the caller could not remove a moment ago.
+    by any process), and any the caller could not remove a moment ago. A cache kept for a
+    repository's key is worth more than a new slab's room, so:
 
-    1. Reuse a free slab that is ``reusable``: same cache_key first, then most recently used.
-    2. Else create one, if the VG's free space holds it.
-    3. Else evict free slabs (mounted nowhere), least recently used first, only as many as
-       needed and only if that actually makes room; never a slab in use.
-    4. Else refuse, saying how much was asked, is free, and is held by slabs in use.
+    A request with a cache_key:
+
+    1. Reuse a ``reusable`` slab last used with the same key, the most recently used.
+    2. Else create one, if the VG's free space holds it: other keys' warm slabs are kept.
+    3. Else reuse the least recently used ``reusable`` slab of another key (or of none).
+    4. Else make room (``plan_room``): evict free slabs, least recently used first.
+
+    A request without a cache_key:
+
+    1. Reuse a ``reusable`` slab, one nobody asked for by key first, then the most recently
+       used.
+    2. Else ``plan_room``.
+
+    An anonymous request never reuses: ``plan_room``.
     """
-    if not request.anonymous:
-        candidates = [s for s in slabs if reusable(s, request, scope, busy)]
+    candidates = ([] if request.anonymous else
+                  [s for s in slabs if reusable(s, request, scope, busy)])
+    if not request.cache_key:
         if candidates:
-            best = max(candidates, key=lambda s: (
-                bool(request.cache_key) and s.cache_key == request.cache_key, lru_key(s)))
-            return Reuse(best)
+            return Reuse(max(candidates, key=lambda s: (not s.cache_key, lru_key(s))))
+        return plan_room(request, vg, slabs, busy)
 
+    own = [s for s in candidates if s.cache_key == request.cache_key]
+    if own:
+        return Reuse(max(own, key=lru_key))
+    room = plan_room(request, vg, slabs, busy)
+    if isinstance(room, Create) and not room.evict:
+        return room
+    if candidates:
+        return Reuse(min(candidates, key=lru_key))
+    return room
+
+
+def plan_room(request, vg, slabs, busy=frozenset()):
+    """A new slab for ``request``: Create it in free space; else evict free slabs (mounted
+    nowhere), least recently used first, only as many as needed and only if that actually
+    makes room, never a slab in use; else Refuse, saying how much was asked, is free, and is
+    held by slabs in use."""
     need = lv_bytes(request.size_mb, vg.extent_size)
     if need > vg.size:
         return Refuse(f"size_mb={request.size_mb} is larger than the whole volume group "
@@ -129,6 +155,19 @@ def plan_mount(request, vg, slabs, busy=frozenset(), scope=SCOPE_NAMESPACE):
         f"or retired, "
         f"{_mib(room - vg.free)} MiB in free slabs that could be evicted; the kubelet retries "
         f"when a pod releases its slab (or grow the VG, or ask for less)")
+
+
+def plan_mount_recent(request, vg, slabs, busy=frozenset(), scope=SCOPE_NAMESPACE):
+    """The policy of slabvol 0.1, kept as the baseline the benchmarks compare against (the
+    driver does not use it): reuse the ``reusable`` slab with the same cache_key, else the
+    most recently used one of any key, before ``plan_room``. It hands a keyed request
+    another key's warm cache even while the VG has room for a new slab."""
+    if not request.anonymous:
+        candidates = [s for s in slabs if reusable(s, request, scope, busy)]
+        if candidates:
+            return Reuse(max(candidates, key=lambda s: (
+                bool(request.cache_key) and s.cache_key == request.cache_key, lru_key(s))))
+    return plan_room(request, vg, slabs, busy)
 
 
 # What happens to a slab when its pod is done.
@@ -185,51 +224,3 @@ def plan_repair(slabs, busy, live_dirs):
                 repairs.append(Repair(KEEP, s, f"pod dir {s.mount_dir} is gone and the slab "
                                                 "is not mounted: returned to the pool"))
     return repairs
-
-
-# The keyed policy of issue 11 (not yet used by the driver, which calls plan_mount): a cache
-# kept for a repository's key is worth more than a new slab's room, so a keyed request makes
-# a new slab before it takes another key's cache, and an unkeyed request takes the warm slabs
-# nobody asked for by key before it takes one that somebody did.
-
-def _plan_fresh(request, vg, slabs, busy, scope):
-    """plan_mount's steps 2 to 4 alone (create, evict and create, refuse): the same request
-    with reuse ruled out, as plan_mount treats an anonymous one."""
-    from dataclasses import replace
-    return plan_mount(replace(request, type=S.ANONYMOUS), vg, slabs, busy, scope)
-
-
-def plan_mount_keyed(request, vg, slabs, busy=frozenset(), scope=SCOPE_NAMESPACE):
-    """Decide how to serve ``request`` when every cache is kept for its key.
-
-    Arguments as for ``plan_mount``. A request with a cache_key:
-
-    1. Reuse a ``reusable`` slab last used with the same key, the most recently used.
-    2. Else create one, if the VG's free space holds it: another key's warm slab is kept.
-    3. Else reuse the least recently used ``reusable`` slab of another key (or of none).
-    4. Else evict free slabs and create, as plan_mount: least recently used first, only as
-       many as needed and only if that makes room; never a slab in use.
-    5. Else refuse, as plan_mount.
-
-    A request without a cache_key is served as plan_mount serves it, except that it takes
-    an unkeyed ``reusable`` slab (the most recently used) before any keyed one. An anonymous
-    request is served exactly as plan_mount serves it.
-    """
-    if request.anonymous:
-        return plan_mount(request, vg, slabs, busy, scope)
-    candidates = [s for s in slabs if reusable(s, request, scope, busy)]
-
-    if not request.cache_key:
-        if candidates:
-            return Reuse(max(candidates, key=lambda s: (not s.cache_key, lru_key(s))))
-        return plan_mount(request, vg, slabs, busy, scope)
-
-    own = [s for s in candidates if s.cache_key == request.cache_key]
-    if own:
-        return Reuse(max(own, key=lru_key))
-    fresh = _plan_fresh(request, vg, slabs, busy, scope)
-    if isinstance(fresh, Create) and not fresh.evict:
-        return fresh
-    if candidates:
-        return Reuse(min(candidates, key=lru_key))
-    return fresh

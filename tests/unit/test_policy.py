@@ -74,10 +74,11 @@ def test_the_same_cache_key_is_preferred_over_a_more_recent_slab():
     assert plan_mount(request(key="repo-x"), vg(), [newer, mine]) == Reuse(mine)
 
 
-def test_without_a_matching_cache_key_the_most_recently_used_slab_wins():
+def test_the_baseline_policy_hands_another_keys_most_recent_slab_even_with_room():
     old = slab("old", key="repo-y", last_used=100)
     new = slab("new", key="repo-z", last_used=900)
-    assert plan_mount(request(key="repo-x"), vg(), [old, new]) == Reuse(new)
+    assert policy.plan_mount_recent(request(key="repo-x"), vg(), [old, new]) == Reuse(new)
+    assert plan_mount(request(key="repo-x"), vg(), [old, new]) == Create(1024 * MIB)
 
 
 def test_without_a_cache_key_the_most_recently_used_slab_wins():
