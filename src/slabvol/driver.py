@@ -18,7 +18,8 @@ import os
 import signal
 import time
 import uuid
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import List
 
 from . import policy
@@ -127,6 +128,25 @@ class Snapshot:
     def claimed_for(self, *mount_dirs):
         return [s for s in self.slabs if s.state == S.IN_USE and s.mount_dir in mount_dirs]
 
+    # The driver keeps its snapshot current with each change it makes, so that what a call
+    # leaves behind (for the NFD labels and the metrics) needs no second LVM report.
+
+    def put(self, slab):
+        """``slab`` as LVM now has it: replaced, or added (a new LV takes its size from the
+        VG's free space)."""
+        for i, old in enumerate(self.slabs):
+            if old.lv_name == slab.lv_name:
+                self.slabs[i] = slab
+                return
+        self.slabs.append(slab)
+        self.vg = replace(self.vg, free=self.vg.free - slab.size_bytes)
+
+    def forget(self, lv_name):
+        """The LV is gone: its space is free again."""
+        for slab in [s for s in self.slabs if s.lv_name == lv_name]:
+            self.slabs.remove(slab)
+            self.vg = replace(self.vg, free=self.vg.free + slab.size_bytes)
+
 
 @dataclass
 class Outcome:
@@ -157,16 +177,54 @@ class Driver:
         self.usage = usage
         self.clock = clock
         self.new_name = new_name or (lambda: "slab_" + uuid.uuid4().hex[:12])
+        self.view = None  # the last snapshot, kept current with every change this call made
 
     # -- reading ----------------------------------------------------------------------
 
     def snapshot(self, table=None):
+        """Read the VG (one LVM report) and the mount table; this becomes the view."""
         vg, lvs = self.lvm.report()
         slabs = [s for s in (S.Slab.from_lv(lv) for lv in lvs) if s is not None]
-        return Snapshot(vg, slabs, self.read_mounts() if table is None else table)
+        self.view = Snapshot(vg, slabs, self.read_mounts() if table is None else table)
+        return self.view
+
+    def current(self):
+        """The VG as this call left it: the view with the mount table read again, or, when
+        there is none (nothing read yet, or a change failed half-way), a new snapshot."""
+        if self.view is None:
+            return self.snapshot()
+        return Snapshot(self.view.vg, list(self.view.slabs), self.read_mounts())
 
     def lock(self):
         return NodeLock(self.config.lock_file, self.config.lock_timeout)
+
+    @contextmanager
+    def _locked(self):
+        """The node lock, and the NFD feature file rewritten before it is let go: from the
+        view when the call succeeded, from a new report when it failed (what a failed
+        change left behind is not known)."""
+        with self.lock():
+            try:
+                yield
+            except BaseException:
+                self.view = None
+                self._publish()
+                raise
+            self._publish()
+
+    # -- changes (each keeps the view current) -------------------------------------------
+
+    def _remove(self, slab):
+        """Remove a slab's LV (one already gone counts as removed)."""
+        self.lvm.remove(slab.lv_name)
+        self.view.forget(slab.lv_name)
+
+    def _retag(self, slab, **changes):
+        """Change a slab's fields (one lvchange); the slab as it now is."""
+        delete, add, changed = S.retagged(slab, **changes)
+        self.lvm.change_tags(slab.lv_name, delete, add)
+        self.view.put(changed)
+        return changed
 
     # -- mount ------------------------------------------------------------------------
 
@@ -182,15 +240,14 @@ class Driver:
         if not os.path.isdir(mount_dir):
             raise BadRequest(f"mount dir {mount_dir} does not exist; the kubelet creates it "
                              f"before calling mount")
-        with self.lock():
+        with self._locked():
             real_dir = resolve_mount_dir(mount_dir, self.config.kubelet_dir)
             snap = self.snapshot()
             mounted, owner = snap.mounted_slab(real_dir)
             if mounted is not None:
                 return Outcome(f"{mount_dir} is already mounted ({owner.lv_name})", "noop",
                                slab=owner.lv_name)
-            if self._repair(snap).repaired:
-                snap = self.snapshot(snap.table)
+            self._repair(snap)  # keeps snap (the view) current
             claimed = snap.claimed_for(mount_dir, real_dir)
             if claimed:
                 slab = claimed[0]
@@ -226,7 +283,7 @@ class Driver:
         """Remove ``victims``; the name of the first that LVM refuses to remove, or None."""
         for victim in victims:
             try:
-                self.lvm.remove(victim.lv_name)
+                self._remove(victim)
             except CommandError as exc:
                 log.warning("cannot evict %s (%s); choosing another victim", victim.lv_name,
                             exc)
@@ -238,8 +295,7 @@ class Driver:
 
     def _reuse(self, slab, mount_dir, readonly, owner_fields):
         started = time.monotonic()
-        delete, add, claimed = S.retagged(slab, **owner_fields)
-        self.lvm.change_tags(slab.lv_name, delete, add)
+        claimed = self._retag(slab, **owner_fields)
         failpoint("mount:after-claim")
         self._mount_fs(claimed, mount_dir, readonly, fresh=False)
         log.info("reuse %s (%s MiB %s, ns=%s, key=%s, %d earlier uses) for %s in %.2f s",
@@ -253,18 +309,18 @@ class Driver:
         fields = dict(owner_fields, state=S.CREATING, size_mb=request.size_mb,
                       fs_type=request.fs_type, type=request.type, use_count=0)
         self.lvm.create(name, decision.size_bytes, S.new_tags(**fields))
-        failpoint("mount:after-lvcreate")
         path = f"/dev/{self.config.volume_group}/{name}"
+        created = S.Slab.from_lv(LogicalVolume(name, path, decision.size_bytes,
+                                                tuple(S.new_tags(**fields)), True, None, None))
+        self.view.put(created)
+        failpoint("mount:after-lvcreate")
         try:
             self.runner.run(mkfs_argv(request.fs_type, path))
         except SlabvolError:
-            self.lvm.remove(name)
+            self._remove(created)
             raise
         failpoint("mount:after-mkfs")
-        created = S.Slab.from_lv(LogicalVolume(name, path, decision.size_bytes,
-                                                tuple(S.new_tags(**fields)), True, None, None))
-        delete, add, claimed = S.retagged(created, state=S.IN_USE)
-        self.lvm.change_tags(name, delete, add)
+        claimed = self._retag(created, state=S.IN_USE)
         failpoint("mount:after-claim")
         self._mount_fs(claimed, mount_dir, readonly, fresh=True)
         log.info("create %s (%d MiB %s, ns=%s, key=%s, %s) for %s after evicting %d in %.2f s",
@@ -302,13 +358,12 @@ class Driver:
         open), retire it instead: never handed out again, removed by the first gc or mount
         that finds it no longer held. True when it is gone."""
         try:
-            self.lvm.remove(slab.lv_name)
+            self._remove(slab)
             return True
         except SlabvolError as exc:
             log.warning("could not remove %s (%s): %s; retiring it", slab.lv_name, why, exc)
         try:
-            self.lvm.change_tags(slab.lv_name, *S.retag(
-                slab, state=S.RETIRED, pod_uid=None, mount_dir=None))
+            self._retag(slab, state=S.RETIRED, pod_uid=None, mount_dir=None)
         except SlabvolError as exc:
             log.error("could not retire %s either: %s", slab.lv_name, exc)
         return False
@@ -317,16 +372,19 @@ class Driver:
 
     def unmount(self, mount_dir):
         check_mount_dir(mount_dir, self.config.kubelet_dir)
-        with self.lock():
+        with self._locked():
             real_dir = resolve_mount_dir(mount_dir, self.config.kubelet_dir)
             table = self.read_mounts()
             if table.at(real_dir) is None:
                 return self._release_claim(mount_dir, real_dir, table)
-            snap = self.snapshot(table)
-            mounted, slab = snap.mounted_slab(real_dir)
+            _, slab = self.snapshot(table).mounted_slab(real_dir)
             used = self.usage(real_dir)
             self._umount(real_dir)
             failpoint("unmount:after-umount")
+            # Unmounted here; whether anything elsewhere still holds it open, the next
+            # report says (until then the labels count it warm).
+            slab = replace(slab, open=False)
+            self.view.put(slab)
             return self._release(slab, used, real_dir)
 
     def _release_claim(self, mount_dir, real_dir, table):
@@ -371,9 +429,8 @@ class Driver:
                        slab=slab.lv_name)
 
     def _return_to_pool(self, slab):
-        self.lvm.change_tags(slab.lv_name, *S.retag(
-            slab, state=S.FREE, pod_uid=None, mount_dir=None, last_used=int(self.clock()),
-            use_count=slab.use_count + 1))
+        self._retag(slab, state=S.FREE, pod_uid=None, mount_dir=None,
+                    last_used=int(self.clock()), use_count=slab.use_count + 1)
 
     # -- repair -----------------------------------------------------------------------
 
@@ -388,7 +445,7 @@ class Driver:
         for repair in policy.plan_repair(snap.slabs, busy, live):
             try:
                 if repair.action == policy.REMOVE:
-                    self.lvm.remove(repair.slab.lv_name)
+                    self._remove(repair.slab)
                 else:
                     self._return_to_pool(repair.slab)
             except SlabvolError as exc:
@@ -401,13 +458,42 @@ class Driver:
         return report
 
     def gc(self):
-        with self.lock():
+        with self._locked():
             return self._repair(self.snapshot())
 
-    # -- status -----------------------------------------------------------------------
+    # -- what the node tells others: NFD labels, status, metrics --------------------------
 
-    def status(self):
-        snap = self.snapshot()
+    def node_labels(self, snap):
+        """The NFD labels (labels.features) of ``snap``."""
+        from . import labels
+
+        return labels.features(snap.vg, snap.slabs, self.config.cache_scope,
+                               self.config.nfd_max_warm, snap.busy())
+
+    def _publish(self):
+        """Rewrite the NFD feature file (off unless nfd_features_file is set) from the VG as
+        this call left it. Never fails the call: a missing label only costs a warm hit."""
+        path = self.config.nfd_features_file
+        if not path:
+            return
+        from . import labels
+        from .files import read_text, replace_file
+
+        try:
+            text = labels.render(self.node_labels(self.current()))
+            if read_text(path) != text:
+                replace_file(path, text)
+        except FileNotFoundError as exc:
+            log.warning("NFD feature file %s not written (%s); its dir must exist: "
+                        "`install.sh --nfd` creates it, NFD's worker mounts it", path, exc)
+        except SlabvolError as exc:
+            log.warning("NFD feature file %s not written: %s", path, exc)
+        except Exception:  # noqa: BLE001 - see docstring
+            log.exception("could not write the NFD feature file %s", path)
+
+    def status(self, snap=None):
+        """Every slab and the VG, from ``snap`` or a new report."""
+        snap = snap or self.snapshot()
         rows = []
         for s in sorted(snap.slabs, key=lambda s: s.lv_name):
             mounts = snap.table.of_device(s.device)
@@ -422,7 +508,7 @@ class Driver:
         vg = snap.vg
         return {"volume_group": {"name": vg.name, "size_mb": vg.size // policy.MIB,
                                  "free_mb": vg.free // policy.MIB},
-                "slabs": rows}
+                "slabs": rows, "node_labels": self.node_labels(snap)}
 
 
 def mkfs_argv(fs_type, device):

@@ -10,6 +10,8 @@ import json
 import logging
 import os
 
+from .files import replace_file
+
 log = logging.getLogger(__name__)
 
 COUNTERS = {
@@ -23,17 +25,18 @@ COUNTERS = {
 
 
 def record(config, driver, event, evicted=0):
-    """Count ``event`` and rewrite the metrics file from ``driver.status()``; with no driver
-    (a request refused before anything ran) only count it, without running LVM. Never
-    raises: metrics must not fail a mount."""
+    """Count ``event`` and rewrite the metrics file from the VG as the driver's call left it
+    (no second LVM report after a call that read the VG); with no driver (a request refused
+    before anything ran) only count it, without running LVM. Never raises: metrics must not
+    fail a mount."""
     if not config.metrics_file:
         return
     try:
         counts = _bump(config.metrics_file + ".counters", event, evicted)
         if driver is None:
             return
-        status = driver.status()
-        _write_atomically(config.metrics_file, render(status, counts))
+        status = driver.status(driver.current())
+        replace_file(config.metrics_file, render(status, counts))
     except Exception:  # noqa: BLE001 - see docstring
         log.exception("could not update metrics file %s", config.metrics_file)
 
@@ -84,11 +87,3 @@ def render(status, counts):
     for key, (name, text) in COUNTERS.items():
         family(name, "counter", text, [f"{name}{{{labels}}} {counts.get(key, 0)}"])
     return "\n".join(lines) + "\n"
-
-
-def _write_atomically(path, text):
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)

@@ -64,34 +64,17 @@ def test_render_is_valid_textfile_format():
             assert SAMPLE.fullmatch(line), line
 
 
-def test_write_atomically_replaces_the_file_with_mode_0644(tmp_path):
-    path = tmp_path / "slabvol.prom"
-    path.write_text("old\n")
-    metrics._write_atomically(str(path), "new\n")
-    assert path.read_text() == "new\n"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
-    assert os.listdir(tmp_path) == ["slabvol.prom"]
-
-
-def test_write_atomically_never_leaves_a_half_written_file(tmp_path, monkeypatch):
-    path = tmp_path / "slabvol.prom"
-    path.write_text("old\n")
-
-    def fail(src, dst):
-        raise OSError(28, "No space left on device")
-    monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError):
-        metrics._write_atomically(str(path), "new\n")
-    assert path.read_text() == "old\n"
-
-
 class FakeDriver:
     def __init__(self, status=STATUS):
         self._status = status
 
-    def status(self):
+    def current(self):
         if isinstance(self._status, Exception):
             raise self._status
+        return "the view"
+
+    def status(self, snap=None):
+        assert snap == "the view"  # the VG as the call left it, not a new report
         return self._status
 
 
@@ -161,6 +144,19 @@ def test_the_log_file_is_rotated_by_size(tmp_path):
         logging.getLogger("slabvol").info("line %d", i)
     assert sorted(os.listdir(tmp_path)) == [
         "slabvol.log", "slabvol.log.1", "slabvol.log.2", "slabvol.log.3"]
+
+
+def test_rotation_keeps_the_newest_lines_newest_first(tmp_path):
+    logs.configure(Config(log_file=str(tmp_path / "slabvol.log"), log_max_bytes=200))
+    for i in range(100):
+        logging.getLogger("slabvol").info("line %d", i)
+    texts = [(tmp_path / name).read_text() for name in
+             ("slabvol.log", "slabvol.log.1", "slabvol.log.2", "slabvol.log.3")]
+    numbers = [[int(line.rsplit(" ", 1)[1]) for line in text.splitlines()] for text in texts]
+    assert numbers[0][-1] == 99
+    assert numbers[3] + numbers[2] + numbers[1] + numbers[0] == list(
+        range(99 - sum(map(len, numbers)) + 1, 100))
+    assert all(0 < len(t.encode()) < 200 for t in texts)
 
 
 def test_a_verbose_stream_gets_the_messages_too(tmp_path, capsys):
