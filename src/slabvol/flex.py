@@ -6,12 +6,9 @@ See kubelet's pkg/volume/flexvolume (driver-call.go) for the caller's side.
 """
 
 import json
-import logging
 import re
 
 from . import DRIVER_NAME
-
-log = logging.getLogger(__name__)
 
 SUCCESS = "Success"
 FAILURE = "Failure"
@@ -121,12 +118,19 @@ def handle(argv, environ=None):
         return _handle_volume_call(verb, argv[1:], environ)
     except Exception as exc:  # the edge: every failure becomes one JSON object
         from .errors import SlabvolError
+        log = _log()
         if isinstance(exc, SlabvolError):
             log.error("%s failed: %s", verb, exc)
             return result(FAILURE, str(exc))
         log.exception("%s failed with an unexpected error", verb)
         return result(FAILURE, f"internal error in {DRIVER_NAME} {verb}: "
                                f"{type(exc).__name__}: {exc}; details are in the slabvol log")
+
+
+def _log():
+    """The protocol's logger; logging is imported by mount and unmount only (init needs none)."""
+    import logging
+    return logging.getLogger(__name__)
 
 
 def _handle_volume_call(verb, args, environ):
@@ -144,6 +148,7 @@ def _handle_volume_call(verb, args, environ):
     from .metrics import record
 
     driver = Driver(config)
+    log = _log()
     try:
         if verb == "mount":
             check_mount_dir(args[0], config.kubelet_dir)  # a wrong dir is named first

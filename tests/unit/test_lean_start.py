@@ -1,0 +1,88 @@
+"""The kubelet starts a new process for every call, so what a kubelet verb imports is paid on
+every mount and unmount (issue 10). These tests run the verbs in a fresh interpreter and
+look at ``sys.modules`` afterwards: nothing that only the human commands need (click), and
+none of the heavy standard modules the driver does without.
+
+Which modules are absent is checked, never how long anything takes (bench/ measures that).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from fakes import pod_uid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.abspath(os.path.join(HERE, os.pardir, os.pardir, "src"))
+
+# A fresh interpreter (-S: no site-packages, so nothing but slabvol and the fake node is
+# imported) runs the verbs through cli.main and writes sys.modules to a file (cli.main
+# points descriptors 1 and 2 at /dev/null while a verb runs).
+HARNESS = r"""
+import json, sys
+src, unit, out, config = sys.argv[1:5]
+calls = json.loads(sys.argv[5])
+sys.path[:0] = [src, unit]
+import os
+os.environ["SLABVOL_CONFIG"] = config
+if calls[0][0] != "init":
+    import fakes
+    from slabvol import driver
+    node = fakes.FakeNode()
+    fakes.free_slab(node, "slab_1", size_mb=1024, ns="team-a")
+    real = driver.Driver
+    def fake_driver(config):
+        driver.Driver = real  # (make_driver builds the real one)
+        try:
+            return fakes.make_driver(node, config)
+        finally:
+            driver.Driver = fake_driver
+    driver.Driver = fake_driver  # flex takes it from here
+from slabvol.cli import main
+codes = [main(argv) for argv in calls]
+with open(out, "w") as handle:
+    json.dump({"codes": codes, "modules": sorted(sys.modules)}, handle)
+"""
+
+# Never on the kubelet verbs' path: the CLI toolkit, and the standard modules that
+# logging.handlers (socket, pickle, queue, struct) pulls in for handlers slabvol never uses.
+NEVER = {"click", "logging.handlers", "socket", "pickle", "queue"}
+
+
+def run_verbs(tmp_path, calls):
+    config = tmp_path / "slabvol.conf"
+    config.write_text(f"[slabvol]\nkubelet_dir = {tmp_path / 'kubelet'}\n"
+                      f"lock_file = {tmp_path / 'run' / 'slabvol.lock'}\n"
+                      f"log_file = {tmp_path / 'log' / 'slabvol.log'}\n")
+    out = tmp_path / "modules.json"
+    proc = subprocess.run([sys.executable, "-S", "-c", HARNESS, SRC, HERE, str(out),
+                           str(config), json.dumps(calls)],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=60, check=False)
+    assert proc.returncode == 0 and out.exists(), proc.stderr.decode()
+    result = json.loads(out.read_text())
+    return result["codes"], set(result["modules"])
+
+
+def test_init_imports_the_protocol_and_nothing_else(tmp_path):
+    codes, modules = run_verbs(tmp_path, [["init"]])
+    assert codes == [0]
+    assert {m for m in modules if m.startswith("slabvol")} == {
+        "slabvol", "slabvol.cli", "slabvol.flex"}
+    assert not modules & (NEVER | {"logging", "configparser", "subprocess"})
+
+
+def test_a_mount_and_an_unmount_import_nothing_only_people_need(tmp_path):
+    uid = pod_uid("lean")
+    mount_dir = tmp_path / "kubelet" / "pods" / uid / "volumes" / "ax~vol_plugin" / "docker"
+    mount_dir.mkdir(parents=True)
+    options = json.dumps({"size_mb": "1024", "kubernetes.io/pod.namespace": "team-a",
+                          "kubernetes.io/pod.uid": uid})
+    codes, modules = run_verbs(tmp_path, [["mount", str(mount_dir), options],
+                                          ["unmount", str(mount_dir)]])
+    assert codes == [0, 0]  # a hit and a release on the fake node
+    assert "slabvol.driver" in modules and "logging" in modules
+    assert not modules & NEVER, sorted(modules & NEVER)
+    log = (tmp_path / "log" / "slabvol.log").read_text()
+    assert "reuse slab_1" in log and "free slab_1" in log
