@@ -354,7 +354,7 @@ def test_help_lists_the_options_and_the_known_plugin_dirs(capsys):
     text = capsys.readouterr().out
     for option in ("--disk", "--loopback", "--size", "--force", "--prefix", "--python",
                    "--wheelhouse", "--plugin-dir", "--uninstall", "--purge", "--dry-run",
-                   "--root", "--skip-vg"):
+                   "--root", "--skip-vg", "--nfd"):
         assert option in text
     for _, path in KNOWN_PLUGIN_DIRS:
         assert path in text
@@ -378,6 +378,10 @@ def test_help_lists_the_options_and_the_known_plugin_dirs(capsys):
     (["--prefix", "opt/slabvol"], "must be an absolute path"),
     (["--prefix", "/"], "a dir of its own"),
     (["--frobnicate"], "unrecognized arguments"),
+    (["--nfd", "features.d/slabvol"], "must be an absolute path"),
+    (["--nfd", "/etc/kubernetes/node-feature-discovery/features.d/.slabvol"], "skips dot-files"),
+    (["--nfd", "/etc/features.d/my file"], "may only contain"),
+    (["--uninstall", "--nfd"], "cannot be combined with --uninstall"),
 ])
 def test_bad_arguments_are_refused_and_change_nothing(env, args, message):
     before = snapshot(env.root)
@@ -1218,6 +1222,128 @@ def test_uninstall_of_nothing_is_harmless(env):
     assert f"unchanged: {DEFAULT_EXE} is not there" in env.out
 
 
+# -- --nfd: the Node Feature Discovery feature file ----------------------------------------------
+
+NFD_FILE = "/etc/kubernetes/node-feature-discovery/features.d/slabvol"
+CONF = "/etc/slabvol/slabvol.conf"
+
+
+def nfd_setting(env):
+    return config_mod.load(env.path(CONF)).nfd_features_file
+
+
+def test_nfd_sets_the_feature_file_in_a_new_config_and_makes_its_dir_world_readable(env):
+    old = os.umask(0o077)  # nfd-worker runs as user 65534: the dirs must be 0755 anyway
+    try:
+        assert env.run("--skip-vg", "--nfd") == 0, env.err
+    finally:
+        os.umask(old)
+    assert nfd_setting(env) == NFD_FILE
+    assert "\nnfd_features_file = " + NFD_FILE + "\n" in read(env.path(CONF))
+    for directory in ("/etc/kubernetes", "/etc/kubernetes/node-feature-discovery",
+                      os.path.dirname(NFD_FILE)):
+        assert stat.S_IMODE(os.stat(env.path(directory)).st_mode) == 0o755, directory
+    assert not os.path.exists(env.path(NFD_FILE))  # the driver writes it, not the installer
+    assert f"created directory {os.path.dirname(NFD_FILE)}" in env.out
+
+
+def test_nfd_takes_another_path(env):
+    assert env.run("--skip-vg", "--nfd", "/var/lib/nfd/features.d/slabvol") == 0, env.err
+    assert nfd_setting(env) == "/var/lib/nfd/features.d/slabvol"
+    assert os.path.isdir(env.path("/var/lib/nfd/features.d"))
+
+
+def test_nfd_adds_the_key_to_an_existing_config_once_and_keeps_the_rest(env):
+    write(env.path(CONF), "# ours\n[slabvol]\ncache_scope = node\n")
+    os.chmod(env.path(CONF), 0o640)
+    assert env.run("--skip-vg", "--nfd") == 0, env.err
+    config = config_mod.load(env.path(CONF))
+    assert (config.cache_scope, config.nfd_features_file) == ("node", NFD_FILE)
+    text = read(env.path(CONF))
+    assert text.startswith("# ours\n[slabvol]\n") and text.count("nfd_features_file =") == 1
+    assert stat.S_IMODE(os.stat(env.path(CONF)).st_mode) == 0o640
+    assert f"changed: set nfd_features_file = {NFD_FILE} in {CONF}" in env.out
+    before = snapshot(env.root)
+    assert env.run("--skip-vg", "--nfd") == 0, env.err  # idempotent
+    assert snapshot(env.root) == before
+    assert "Nothing changed" in env.out
+
+
+def test_nfd_uncomments_the_line_of_a_config_install_sh_wrote_earlier(env):
+    assert env.run("--skip-vg") == 0, env.err
+    old = read(env.path(CONF))
+    assert nfd_setting(env) == ""
+    assert env.run("--skip-vg", "--nfd") == 0, env.err
+    new = read(env.path(CONF))
+    assert nfd_setting(env) == NFD_FILE
+    assert "# nfd_features_file =" not in new
+    changed = [line for line in new.splitlines() if line not in old.splitlines()]
+    assert changed == [f"nfd_features_file = {NFD_FILE}"]  # the help comment above stays
+
+
+def test_nfd_adds_the_section_to_a_config_without_one(env):
+    write(env.path(CONF), "# nothing set yet\n")
+    assert env.run("--skip-vg", "--nfd") == 0, env.err
+    assert nfd_setting(env) == NFD_FILE
+    assert read(env.path(CONF)).startswith("# nothing set yet\n")
+
+
+@pytest.mark.parametrize("line", ["nfd_features_file = /srv/nfd/slabvol",
+                                  "nfd_features_file =", "NFD_Features_File: /x/y"])
+def test_nfd_refuses_to_override_a_setting_in_the_config_and_changes_nothing(env, line):
+    write(env.path(CONF), f"[slabvol]\ncache_scope = node\n{line}\n")
+    before = snapshot(env.root)
+    assert env.run("--skip-vg", "--nfd") == 1
+    assert f"{CONF} line 3 already sets" in env.err
+    assert f"nfd_features_file = {NFD_FILE}" in env.err and "drop --nfd" in env.err
+    assert "Nothing was changed" in env.err
+    assert snapshot(env.root) == before
+    assert env.node.changing_calls() == []
+
+
+def test_nfd_does_not_edit_a_config_that_is_a_symlink(env):
+    write(env.path("/srv/conf/slabvol.conf"), "[slabvol]\n")
+    os.makedirs(env.path("/etc/slabvol"))
+    os.symlink(env.path("/srv/conf/slabvol.conf"), env.path(CONF))
+    before = snapshot(env.root)
+    assert env.run("--skip-vg", "--nfd") == 1
+    assert "is a symlink" in env.err and f"nfd_features_file = {NFD_FILE}" in env.err
+    assert snapshot(env.root) == before
+
+
+def test_nfd_dry_run_changes_nothing(env):
+    write(env.path(CONF), "[slabvol]\n")
+    before = snapshot(env.root)
+    assert env.run("--skip-vg", "--nfd", "--dry-run") == 0, env.err
+    assert snapshot(env.root) == before
+    assert f"would: set nfd_features_file = {NFD_FILE} in {CONF}" in env.out
+    assert f"would: created directory {os.path.dirname(NFD_FILE)}" in env.out
+
+
+def test_a_feature_dir_set_in_the_config_is_created_without_nfd_too(env):
+    write(env.path(CONF), f"[slabvol]\nnfd_features_file = {NFD_FILE}\n")
+    assert env.run("--skip-vg") == 0, env.err
+    assert os.path.isdir(env.path(os.path.dirname(NFD_FILE)))
+
+
+def test_a_feature_dir_nfd_worker_cannot_read_is_warned_about(env):
+    os.makedirs(env.path(os.path.dirname(NFD_FILE)))
+    os.chmod(env.path(os.path.dirname(NFD_FILE)), 0o700)
+    assert env.run("--skip-vg", "--nfd") == 0, env.err
+    assert f"chmod 755 {os.path.dirname(NFD_FILE)}" in env.err
+    assert stat.S_IMODE(os.stat(env.path(os.path.dirname(NFD_FILE))).st_mode) == 0o700
+
+
+@pytest.mark.parametrize("args", [["--uninstall"], ["--uninstall", "--purge"]])
+def test_uninstall_removes_the_feature_file_so_the_node_stops_advertising(env, args):
+    assert env.run("--skip-vg", "--nfd") == 0, env.err
+    write(env.path(NFD_FILE), "slabvol.io/room-mib=1024\n")
+    assert env.run(*args) == 0, env.err
+    assert not os.path.exists(env.path(NFD_FILE))
+    assert f"removed the NFD feature file {NFD_FILE}" in env.out
+    assert os.path.isdir(env.path(os.path.dirname(NFD_FILE)))  # NFD's dir, not ours
+
+
 # -- install.sh itself ---------------------------------------------------------------------------
 
 STUB_TOOLS = LVM_TOOLS + ("mkfs.ext4", "mkfs.xfs", "mount", "umount", "flock")
@@ -1304,5 +1430,5 @@ def test_the_operations_doc_lists_every_config_key_and_install_option():
         assert f"| `{key}` | `{default}` |" in doc or (default == "" and f"| `{key}` |" in doc)
     for option in ("--disk", "--loopback", "--size", "--force", "--prefix", "--python",
                    "--wheelhouse", "--plugin-dir", "--uninstall", "--purge", "--dry-run",
-                   "--skip-vg"):
+                   "--skip-vg", "--nfd"):
         assert option in doc

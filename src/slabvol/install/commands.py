@@ -10,6 +10,7 @@ from .config_file import install_config, read_config
 from .host import Host, InstallError, UsageError
 from .kubelet import check_writable, detect_kubelet, resolve_plugin_dir
 from .layout import DRIVER_DIR, EXECUTABLE, LOOP_UNIT, MANIFEST, SYMLINK, UNIT_DIR, VENVS
+from .nfd import apply_nfd, plan_nfd, remove_feature_file
 from .options import parse_args
 from .prereqs import check_prerequisites
 from .runtime import (build_runtime, check_source, install_executable, install_symlink,
@@ -45,6 +46,7 @@ def install(host, opts, kubelet):
              + (" -- dry run, nothing will change" if host.dry_run else ""))
     check_source(opts.source)
     config = read_config(host)
+    nfd = plan_nfd(host, opts, config)
     runtime = plan_runtime(host, opts)
     check_prerequisites(host, opts, need_venv=not runtime.ready)
     plugin_dir, why = resolve_plugin_dir(host, opts, kubelet)
@@ -63,7 +65,9 @@ def install(host, opts, kubelet):
     host.say(f"volume group {config.volume_group}:")
     apply_volume_group(host, opts, vg_plan)
     host.say("config:")
-    install_config(host, kubelet)
+    config_existed = os.path.lexists(host.path(config_mod.DEFAULT_PATH))
+    install_config(host, kubelet, nfd.path if nfd.requested else "")
+    apply_nfd(host, nfd, config_existed)
     host.say("driver:")
     executable = install_executable(host, plugin_dir, content, runtime)
     install_symlink(host, executable)
@@ -139,6 +143,7 @@ def uninstall(host, opts, kubelet):
     link = host.path(SYMLINK)
     if os.path.islink(link) and os.readlink(link) == executable:
         host.remove_file(SYMLINK, f"removed {SYMLINK}")
+    remove_feature_file(host, config)
 
     host.say("runtime:")
     if not host.remove_tree(f"{opts.prefix}/{VENVS}",

@@ -42,11 +42,12 @@ CONFIG_HELP = {
 }
 
 
-def default_config_text(kubelet_dir=None):
+def default_config_text(kubelet_dir=None, nfd_features_file=""):
     defaults = config_mod.Config()
     lines = ["# slabvol node configuration, read by the ax/vol_plugin driver on every call.",
              "# Written by install.sh with every key at its default, commented out;",
-             "# uncomment and change what you need. install.sh never overwrites this file.",
+             "# uncomment and change what you need. install.sh never overwrites this file",
+             "# (install.sh --nfd only adds the nfd_features_file line when it is missing).",
              "# Reference: docs/operations.md.", "", f"[{config_mod.SECTION}]"]
     for f in fields(config_mod.Config):
         if f.name == "path":
@@ -59,6 +60,9 @@ def default_config_text(kubelet_dir=None):
         if f.name == "kubelet_dir" and kubelet_dir and kubelet_dir != value:
             lines.append("# (set by install.sh: the running kubelet's --root-dir)")
             lines.append(f"{f.name} = {kubelet_dir}")
+        elif f.name == "nfd_features_file" and nfd_features_file:
+            lines.append("# (set by install.sh --nfd)")
+            lines.append(f"{f.name} = {nfd_features_file}")
         else:
             lines.append(f"# {f.name} = {text}".rstrip())
     return "\n".join(lines) + "\n"
@@ -85,7 +89,7 @@ def read_config(host):
         raise InstallError(f"{exc} (install.sh reads it for the volume group name)") from None
 
 
-def install_config(host, kubelet):
+def install_config(host, kubelet, nfd_features_file=""):
     path = config_mod.DEFAULT_PATH
     if os.path.lexists(host.path(path)):
         host.same(f"{path} exists, not touched")
@@ -93,7 +97,7 @@ def install_config(host, kubelet):
     host.changed(f"wrote default config {path}")
     if host.dry_run:
         return
-    text = default_config_text(kubelet.root_dir)
+    text = default_config_text(kubelet.root_dir, nfd_features_file)
     directory = os.path.dirname(host.path(path))
     os.makedirs(directory, mode=0o755, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".slabvol.conf.tmp-", dir=directory)

@@ -9,8 +9,8 @@ from typing import Optional
 
 from .. import DRIVER_NAME, __version__
 from .host import UsageError
-from .layout import (DEFAULT_LOOP_FILE, DEFAULT_LOOP_SIZE, DEFAULT_PREFIX, KNOWN_PLUGIN_DIRS,
-                     LOOP_UNIT, MIN_LOOP_SIZE, ROOT_ENV)
+from .layout import (DEFAULT_LOOP_FILE, DEFAULT_LOOP_SIZE, DEFAULT_NFD_FEATURES_FILE,
+                     DEFAULT_PREFIX, KNOWN_PLUGIN_DIRS, LOOP_UNIT, MIN_LOOP_SIZE, ROOT_ENV)
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Options:
     uninstall: bool = False
     purge: bool = False
     dry_run: bool = False
+    nfd: Optional[str] = None  # --nfd: the nfd_features_file to set in the config
 
 
 EPILOG = """\
@@ -37,6 +38,7 @@ examples:
   sudo ./install.sh --disk /dev/xvdz          # a dedicated, empty disk becomes the VG
   sudo ./install.sh --loopback --size 20G     # no spare disk: a sparse file on a loop device
   sudo ./install.sh                           # upgrade the driver, keep the existing VG
+  sudo ./install.sh --nfd                     # ... and publish warm caches as node labels
   sudo ./install.sh --uninstall               # remove driver and runtime, keep VG and slabs
   sudo ./install.sh --uninstall --purge       # ... and the slabs, the VG, the loop file
 
@@ -88,10 +90,17 @@ def build_parser():
                          "--find-links DIR), for nodes without internet access")
     rt.add_argument("--plugin-dir", metavar="DIR",
                     help="the kubelet's FlexVolume plugin dir (default: detected)")
+    sched = p.add_argument_group("scheduling")
+    sched.add_argument("--nfd", nargs="?", const=DEFAULT_NFD_FEATURES_FILE, metavar="FILE",
+                       help=f"publish this node's room and warm caches as node labels through "
+                            f"Node Feature Discovery: set nfd_features_file = FILE in the "
+                            f"config (added to an existing config if it has no such line) "
+                            f"and create FILE's dir (default FILE: "
+                            f"{DEFAULT_NFD_FEATURES_FILE})")
     rm = p.add_argument_group("removal")
     rm.add_argument("--uninstall", action="store_true",
-                    help="remove the driver, the symlink and the runtime; keep the "
-                         "config, the volume group and its slabs")
+                    help="remove the driver, the symlink, the runtime and the NFD feature "
+                         "file; keep the config, the volume group and its slabs")
     rm.add_argument("--purge", action="store_true",
                     help="with --uninstall: also remove every slab (LVs tagged slabvol.*), "
                          "the volume group if nothing else is in it, the loop file and "
@@ -137,6 +146,18 @@ def _check_path(option, value, *, safe=False):
     return os.path.normpath(value)
 
 
+def check_nfd_path(value):
+    """--nfd FILE: an absolute path that nfd-worker reads and slabvol.conf can hold."""
+    path = _check_path("--nfd", value)
+    if not _SAFE_PATH.fullmatch(path):
+        raise UsageError(f"--nfd {value!r} may only contain letters, digits and ._+/@:- "
+                         f"(it is written into slabvol.conf)")
+    if os.path.basename(path).startswith(".") or path == "/":
+        raise UsageError(f"--nfd {value!r}: nfd-worker skips dot-files (and needs a file "
+                         f"name); use e.g. {DEFAULT_NFD_FEATURES_FILE}")
+    return path
+
+
 def parse_args(argv, environ=None):
     environ = os.environ if environ is None else environ
     ns = build_parser().parse_args(argv)
@@ -160,7 +181,8 @@ def parse_args(argv, environ=None):
         used = [flag for flag, value in (("--disk", ns.disk), ("--loopback", ns.loopback),
                                          ("--size", ns.size), ("--python", ns.python),
                                          ("--wheelhouse", ns.wheelhouse),
-                                         ("--skip-vg", ns.skip_vg)) if value]
+                                         ("--skip-vg", ns.skip_vg), ("--nfd", ns.nfd))
+                if value]
         if used:
             raise UsageError(f"{', '.join(used)} cannot be combined with --uninstall")
         return o
@@ -182,6 +204,8 @@ def parse_args(argv, environ=None):
         if o.size < MIN_LOOP_SIZE:
             raise UsageError(f"--size {ns.size} is too small; a loopback volume group needs "
                              f"at least {human_size(MIN_LOOP_SIZE)}")
+    if ns.nfd:
+        o.nfd = check_nfd_path(ns.nfd)
     if ns.python and ns.wheelhouse:
         raise UsageError("--wheelhouse is for building the virtual environment; with "
                          "--python no environment is built")
