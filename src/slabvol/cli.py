@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-HUMAN = ("status", "gc", "--help", "-h", "--version", "help")
+HUMAN = ("status", "gc", "affinity", "--help", "-h", "--version", "help")
 
 
 def main(argv=None):
@@ -115,6 +115,29 @@ def human(argv):
                    f"{len(report.held)} retired but still held")
         return 1 if report.failed else 0
 
+    @cli.command(help="Print the pod spec's `affinity:` block that sends a pod to a node "
+                      "holding its warm cache, as the nodes publish it through Node Feature "
+                      "Discovery (nfd_features_file): preferred a node warm for the cache "
+                      "key, then one warm for the class (namespace, size, fs), then one "
+                      "with room. Needs no LVM and no root; the options are the pod's "
+                      "flexVolume options.")
+    @click.option("--namespace", required=True, help="The pod's namespace.")
+    @click.option("--size-mb", required=True, type=int, help="The pod's size_mb option.")
+    @click.option("--fs-type", default="ext4", show_default=True,
+                  help="The pod's fsType (ext4 or xfs).")
+    @click.option("--cache-key", default="", help="The pod's cache_key option, if any.")
+    @click.option("--require-room", is_flag=True,
+                  help="Also require a node that publishes room for the slab (nodes without "
+                       "slabvol's labels are then not considered).")
+    @click.option("--scope", default="namespace", show_default=True,
+                  help="The nodes' cache_scope (namespace or node).")
+    @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml",
+                  show_default=True)
+    def affinity(namespace, size_mb, fs_type, cache_key, require_room, scope, output):
+        block = {"affinity": affinity_block(namespace, size_mb, fs_type, cache_key,
+                                            require_room, scope)}
+        click.echo(json.dumps(block, indent=2) if output == "json" else to_yaml(block))
+
     @cli.command(name="help", hidden=True)
     @click.pass_context
     def help_(ctx):
@@ -143,6 +166,64 @@ def _driver():
     config = config_mod.load()
     configure(config)
     return config, Driver(config)
+
+
+def affinity_block(namespace, size_mb, fs_type, cache_key, require_room, scope):
+    """``labels.affinity`` for options checked as the driver checks a pod's."""
+    import click
+
+    from . import flex, labels, policy
+
+    problems = []
+    if not policy.NAMESPACE.fullmatch(namespace):
+        problems.append(f"--namespace {namespace!r} is not a Kubernetes namespace (a DNS-1123 "
+                        f"label)")
+    if size_mb < 1:
+        problems.append(f"--size-mb {size_mb} is not a positive whole number of MiB")
+    if fs_type not in flex.FS_TYPES:
+        problems.append(f"--fs-type {fs_type!r} is not one of {', '.join(flex.FS_TYPES)}")
+    elif fs_type == "xfs" and size_mb < flex.XFS_MIN_MB:
+        problems.append(f"xfs needs --size-mb of at least {flex.XFS_MIN_MB}")
+    if cache_key and not flex._CACHE_KEY.fullmatch(cache_key):
+        problems.append("--cache-key must be 1 to 200 printable ASCII characters without "
+                        "spaces")
+    if scope not in policy.SCOPES:
+        problems.append(f"--scope {scope!r} is not one of {', '.join(policy.SCOPES)}")
+    if problems:
+        raise click.UsageError("; ".join(problems))
+    return labels.affinity(namespace, size_mb, fs_type, cache_key, require_room, scope)
+
+
+def to_yaml(value, indent=0):
+    """YAML for the dicts, lists, strings and ints of a pod spec fragment (strings quoted
+    as JSON, which YAML reads as the same strings)."""
+    pad = " " * indent
+    if isinstance(value, dict):
+        out = []
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                out.append(f"{pad}{key}:\n{to_yaml(item, indent + 2)}")
+            else:
+                out.append(f"{pad}{key}: {_scalar(item)}")
+        return "\n".join(out)
+    if isinstance(value, list):
+        out = []
+        for item in value:
+            text = to_yaml(item, indent + 2) if isinstance(item, (dict, list)) else \
+                " " * (indent + 2) + _scalar(item)
+            out.append(f"{pad}- {text[indent + 2:]}")
+        return "\n".join(out)
+    return pad + _scalar(value)
+
+
+def _scalar(value):
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (dict, list)):
+        return "{}" if isinstance(value, dict) else "[]"
+    return json.dumps(str(value))
 
 
 def format_status(data):

@@ -98,3 +98,62 @@ def test_a_human_command_error_goes_to_stderr_with_exit_1(human, capsys):
 def test_an_unknown_option_is_a_usage_error(human, capsys):
     assert cli.main(["status", "--bogus"]) == 2
     assert "No such option" in capsys.readouterr().err
+
+
+# -- affinity ---------------------------------------------------------------------------
+
+def affinity(capsys, *args):
+    code = cli.main(["affinity", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_affinity_prints_yaml_of_exactly_labels_affinity(capsys, monkeypatch):
+    import yaml
+
+    from slabvol import labels
+
+    monkeypatch.setattr(cli, "_driver", lambda: pytest.fail("affinity must not need LVM"))
+    code, out, err = affinity(capsys, "--namespace", "team-a", "--size-mb", "10240",
+                              "--cache-key", "github.com/org/repo", "--require-room")
+    assert (code, err) == (0, "")
+    assert yaml.safe_load(out) == {"affinity": labels.affinity(
+        "team-a", 10240, "ext4", "github.com/org/repo", require_room=True)}
+
+
+def test_affinity_json_for_xfs_node_scope_without_a_key(capsys):
+    from slabvol import labels
+
+    code, out, _ = affinity(capsys, "--namespace", "team-a", "--size-mb", "4096", "--fs-type",
+                            "xfs", "--scope", "node", "-o", "json")
+    assert code == 0
+    assert json.loads(out) == {"affinity": labels.affinity("team-a", 4096, "xfs", "",
+                                                           scope="node")}
+
+
+def test_affinity_names_the_labels_a_node_warm_for_that_key_publishes(human, capsys):
+    free_slab(human, "warm", key="github.com/org/repo", last_used=CLOCK)
+    assert cli.main(["status", "--json"]) == 0
+    published = json.loads(capsys.readouterr().out)["node_labels"]
+    code, out, _ = affinity(capsys, "--namespace", "team-a", "--size-mb", "1024",
+                            "--cache-key", "github.com/org/repo", "-o", "json")
+    terms = json.loads(out)["affinity"]["nodeAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"]
+    keys = [t["preference"]["matchExpressions"][0]["key"] for t in terms]
+    assert keys[0] in published and keys[1] in published  # warm for the key, for the class
+    assert int(published[keys[2]]) > 1023  # room
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--namespace", "Team_A", "--size-mb", "1024"], "not a Kubernetes namespace"),
+    (["--namespace", "a", "--size-mb", "0"], "not a positive whole number"),
+    (["--namespace", "a", "--size-mb", "1024", "--fs-type", "btrfs"], "not one of ext4, xfs"),
+    (["--namespace", "a", "--size-mb", "200", "--fs-type", "xfs"], "at least 300"),
+    (["--namespace", "a", "--size-mb", "1024", "--cache-key", "a b"], "printable ASCII"),
+    (["--namespace", "a", "--size-mb", "1024", "--scope", "cluster"], "not one of namespace"),
+    (["--size-mb", "1024"], "Missing option '--namespace'"),
+])
+def test_affinity_refuses_what_the_driver_would_refuse(capsys, args, message):
+    code, out, err = affinity(capsys, *args)
+    assert code == 2 and out == ""
+    assert message in err
