@@ -32,6 +32,14 @@ install() {
     rm -rf "$stage/src"
     mv "$stage/src.new" "$stage/src"
 
+    # deploy/components/nfd: publish warm caches as node labels (install.sh --nfd FILE).
+    # Not with --uninstall, which removes the feature file named in slabvol.conf.
+    if [ -n "${NFD_FEATURES_FILE:-}" ]; then
+        case " $args " in
+            *" --uninstall "*) ;;
+            *) args="$args --nfd $NFD_FEATURES_FILE" ;;
+        esac
+    fi
     if [ "${SLABVOL_OFFLINE:-true}" = "true" ] && [ -d "$stage/src/wheelhouse" ]; then
         args="$args --wheelhouse $stage/src/wheelhouse"
     fi

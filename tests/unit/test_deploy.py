@@ -161,7 +161,7 @@ def test_the_entrypoint_runs_install_sh_in_the_host_namespaces():
     assert os.access(os.path.join(DEPLOY, "entrypoint.sh"), os.X_OK)
 
 
-def run_entrypoint(tmp_path, mode, install_rc):
+def run_entrypoint(tmp_path, mode, install_rc, **extra_env):
     """deploy/entrypoint.sh MODE with a fake image tree, host stage dir and nsenter (which
     runs the command after "--" here); the fake install.sh logs its arguments."""
     image, stage, bin_dir = tmp_path / "image", tmp_path / "stage", tmp_path / "bin"
@@ -176,7 +176,7 @@ def run_entrypoint(tmp_path, mode, install_rc):
         script.chmod(0o755)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLABVOL_STAGE": str(stage),
            "SLABVOL_IMAGE_SOURCE": str(image), "INSTALL_ARGS": "--disk /dev/nvme1n1",
-           "NODE_NAME": "node-1"}
+           "NODE_NAME": "node-1", **extra_env}
     out = subprocess.run(["sh", os.path.join(DEPLOY, "entrypoint.sh"), mode], env=env,
                          capture_output=True, text=True, timeout=20)
     return out, stage
@@ -195,6 +195,23 @@ def test_the_init_container_exits_after_a_successful_install(tmp_path):
     assert out.returncode == 0, out
     assert (stage / "src" / "install.sh").is_file()
     assert "slabvol installer on node-1: done" in out.stdout
+
+
+NFD_FILE = "/etc/kubernetes/node-feature-discovery/features.d/slabvol"
+
+
+@pytest.mark.parametrize("install_args, expected", [
+    ("--disk /dev/nvme1n1", ["--disk", "/dev/nvme1n1", "--nfd", NFD_FILE]),
+    ("", ["--nfd", NFD_FILE]),
+    ("--uninstall", ["--uninstall"]),  # it removes the feature file named in the config
+])
+def test_nfd_features_file_becomes_install_sh_nfd(tmp_path, install_args, expected):
+    """deploy/components/nfd sets NFD_FEATURES_FILE; the entrypoint passes --nfd FILE."""
+    out, stage = run_entrypoint(tmp_path, "install", install_rc=0, INSTALL_ARGS=install_args,
+                                NFD_FEATURES_FILE=NFD_FILE)
+    assert out.returncode == 0, out
+    assert (tmp_path / "args").read_text().split() == expected + [
+        "--wheelhouse", f"{stage}/src/wheelhouse"]
 
 
 def test_the_main_container_waits_until_sigterm_and_then_ends_at_once():

@@ -15,7 +15,9 @@ rely on (issue #9):
   every taint;
 - only the trial-loopback overlay makes loop-file volume groups, only the disk overlay
   takes a disk; the base and deploy/ itself create no volume group;
-- every overlay applies the admission policy.
+- every overlay applies the admission policy;
+- the nfd component (in overlays/disk-nfd, or any overlay of yours) makes install.sh run with
+  --nfd and the NFD feature dir, and changes nothing else.
 
 No API server is involved: admission, scheduling and the rollout are not run here.
 """
@@ -30,12 +32,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from slabvol.install.layout import DEFAULT_NFD_FEATURES_FILE
 from slabvol.install.options import parse_args
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 DEPLOY = os.path.join(REPO, "deploy")
 OVERLAYS = os.path.join(DEPLOY, "overlays")
 COMPONENT = os.path.join(DEPLOY, "components", "admission-policy")
+NFD_COMPONENT = os.path.join(DEPLOY, "components", "nfd")
 
 NODE_LABEL = "slabvol.io/node"
 PRIORITY_CLASS = "slabvol-node-critical"
@@ -95,10 +99,22 @@ def daemonset(docs):
     return ds
 
 
-def install_args(docs):
+def install_env(docs):
     (init,) = daemonset(docs)["spec"]["template"]["spec"]["initContainers"]
-    env = {e["name"]: e.get("value") for e in init["env"]}
-    return env["INSTALL_ARGS"]
+    return {e["name"]: e.get("value") for e in init["env"]}
+
+
+def install_args(docs):
+    return install_env(docs)["INSTALL_ARGS"]
+
+
+def effective_args(docs):
+    """install.sh's arguments as deploy/entrypoint.sh builds them (without --wheelhouse)."""
+    env = install_env(docs)
+    args = shlex.split(env["INSTALL_ARGS"])
+    if env.get("NFD_FEATURES_FILE") and "--uninstall" not in args:
+        args += ["--nfd", env["NFD_FEATURES_FILE"]]
+    return args
 
 
 def load(*parts):
@@ -106,8 +122,8 @@ def load(*parts):
         return [d for d in yaml.safe_load_all(handle) if d]
 
 
-def test_the_layout_is_a_base_a_component_and_three_overlays():
-    assert OVERLAY_NAMES == ["disk", "trial-loopback", "uninstall"]
+def test_the_layout_is_a_base_two_components_and_four_overlays():
+    assert OVERLAY_NAMES == ["disk", "disk-nfd", "trial-loopback", "uninstall"]
     assert sorted(kustomizations()) == sorted(TARGETS + ["deploy/base"])
     (top,) = load(DEPLOY, "kustomization.yaml")
     assert top["resources"] == ["base"] and top["components"] == ["components/admission-policy"]
@@ -116,8 +132,14 @@ def test_the_layout_is_a_base_a_component_and_three_overlays():
     (component,) = load(COMPONENT, "kustomization.yaml")
     assert component["kind"] == "Component"
     assert component["resources"] == ["admission-policy.yaml"]
+    (nfd,) = load(NFD_COMPONENT, "kustomization.yaml")
+    assert nfd["kind"] == "Component" and "resources" not in nfd
     for name in OVERLAY_NAMES:
         (kustomization,) = load(OVERLAYS, name, "kustomization.yaml")
+        if name == "disk-nfd":  # the disk overlay as it is, plus the nfd component
+            assert kustomization["resources"] == ["../disk"]
+            assert kustomization["components"] == ["../../components/nfd"]
+            continue
         assert kustomization["resources"] == ["../../base"]
         assert kustomization["components"] == ["../../components/admission-policy"]
     # kyverno-policy.yaml needs Kyverno's CRDs: applied by hand, never by a kustomization
@@ -203,6 +225,7 @@ EXPECTED_INSTALL = {  # target: (INSTALL_ARGS, what install.sh does with the vol
     "deploy": ("", "keep"),
     "deploy/overlays/trial-loopback": ("--loopback --size 20G", "loopback"),
     "deploy/overlays/disk": ("--disk /dev/nvme1n1", "disk"),
+    "deploy/overlays/disk-nfd": ("--disk /dev/nvme1n1", "disk"),
     "deploy/overlays/uninstall": ("--uninstall", "uninstall"),
 }
 
@@ -211,13 +234,15 @@ EXPECTED_INSTALL = {  # target: (INSTALL_ARGS, what install.sh does with the vol
 def test_only_the_trial_overlay_makes_a_loopback_volume_group(rendered, target):
     args = install_args(rendered[target])
     assert args == EXPECTED_INSTALL[target][0]
-    opts = parse_args(shlex.split(args) + ["--source", REPO], environ={})  # install.sh's parser
+    opts = parse_args(effective_args(rendered[target]) + ["--source", REPO],
+                      environ={})  # install.sh's parser
     did = ("uninstall" if opts.uninstall else "loopback" if opts.loopback else
            "disk" if opts.disk else "keep")
     assert did == EXPECTED_INSTALL[target][1]
     assert not opts.force and not opts.purge and not opts.skip_vg
     if did == "loopback":
         assert opts.size == 20 * 1024 ** 3
+    assert opts.nfd == (DEFAULT_NFD_FEATURES_FILE if target.endswith("-nfd") else None)
 
 
 @pytest.mark.parametrize("name", OVERLAY_NAMES)
@@ -228,8 +253,11 @@ def test_an_overlay_changes_nothing_but_install_args_and_adds_the_admission_poli
     def without_install_args(docs):
         docs = yaml.safe_load(yaml.safe_dump(docs))  # a deep copy
         (init,) = daemonset(docs)["spec"]["template"]["spec"]["initContainers"]
-        init["env"] = [e for e in init["env"] if e["name"] != "INSTALL_ARGS"]
+        init["env"] = [e for e in init["env"]
+                       if e["name"] not in ("INSTALL_ARGS", "NFD_FEATURES_FILE")]
         return sorted(docs, key=lambda d: (d["kind"], d["metadata"]["name"]))
+
+    assert ("NFD_FEATURES_FILE" in install_env(overlay)) == name.endswith("-nfd")
 
     assert without_install_args(overlay) == without_install_args(top)
     policy = load(COMPONENT, "admission-policy.yaml")
@@ -240,3 +268,26 @@ def test_the_installer_namespace_admits_privileged_pods(rendered):
     (namespace,) = by_kind(rendered["deploy"], "Namespace")
     assert namespace["metadata"]["name"] == daemonset(rendered["deploy"])["metadata"]["namespace"]
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+@pytest.mark.parametrize("overlay, expected", [
+    ("trial-loopback", ["--loopback", "--size", "20G", "--nfd", DEFAULT_NFD_FEATURES_FILE]),
+    ("uninstall", ["--uninstall"]),  # the uninstall removes the feature file of the config
+])
+def test_the_nfd_component_adds_nfd_to_any_overlay_of_yours(tmp_path, overlay, expected):
+    """An operator's own overlay: one of ours plus components/nfd, as deploy/README.md shows."""
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(os.path.join(OVERLAYS, overlay), tmp_path)],
+        "components": [os.path.relpath(NFD_COMPONENT, tmp_path)]}))
+    out = subprocess.run([kubectl(), "kustomize", str(tmp_path)], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "KUBECONFIG": os.devnull})
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    assert effective_args(docs) == expected
+    opts = parse_args(effective_args(docs) + ["--source", REPO], environ={})
+    assert opts.nfd == (None if opts.uninstall else DEFAULT_NFD_FEATURES_FILE)
+    # and the feature file is where nfd-worker reads (node-feature-discovery
+    # source/local/local.go featureFilesDir; its DaemonSets mount that hostPath)
+    assert os.path.dirname(install_env(docs)["NFD_FEATURES_FILE"]) == \
+        "/etc/kubernetes/node-feature-discovery/features.d"
