@@ -314,3 +314,64 @@ def test_check_wheelhouse_fails_on_a_wheelhouse_that_does_not_install_on_python_
     assert "Python 3.9: FAILED" in out.stderr
     assert "requires a different Python" in out.stderr and ">=3.10" in out.stderr
     assert "does not install offline on Python 3.9 " in out.stderr
+
+
+# -- deploy/nfd-values.yaml: Node Feature Discovery's Helm chart, for slabvol's labels ---------
+# A values file cannot be schema-checked without the chart; these check what slabvol relies
+# on. The key paths were checked against the chart in kubernetes-sigs/node-feature-discovery
+# (deployment/helm/node-feature-discovery/values.yaml: master.config, worker.config.core,
+# worker.nodeSelector, worker.tolerations).
+
+def nfd_values():
+    return yaml.safe_load(read(DEPLOY, "nfd-values.yaml"))
+
+
+def produced_labels():
+    """Every kind of label labels.features can publish, under both cache scopes."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import fakes
+    from slabvol import labels
+    slabs = [fakes.slab("a", key="repo/with spaces & ü", size_mb=20480, fs="xfs"),
+             fakes.slab("b", ns="team-b", last_used=50), fakes.slab("c", key="k", last_used=9)]
+    names = set()
+    for scope in ("namespace", "node"):
+        names |= set(labels.features(fakes.volume_group(), slabs, scope=scope))
+    return names
+
+
+def test_the_nfd_whitelist_admits_every_label_slabvol_publishes_and_no_other():
+    config = nfd_values()["master"]["config"]
+    # nfd-master matches labelWhiteList against the name without its namespace prefix
+    # (pkg/nfd-master/nfd-master.go filterFeatureLabel: MatchString(base)), and Go's
+    # MatchString finds a match anywhere: re.search, so the anchors matter.
+    whitelist = re.compile(config["labelWhiteList"])
+    assert config["labelWhiteList"] == r"^(room-mib|warm-(class|key)-[0-9a-f]{10})$"
+    produced = produced_labels()
+    assert {n.split("-")[0] for n in produced} >= {"slabvol.io/room", "slabvol.io/warm"}
+    assert any("warm-key-" in n for n in produced) and any("warm-class-" in n for n in produced)
+    for name in produced:
+        namespace, base = name.split("/", 1)
+        assert namespace == "slabvol.io" and whitelist.search(base), name
+    for base in ("room-mib2", "xroom-mib", "warm-class-0123456789a", "warm-key-012345678",
+                 "warm-key-ABCDEF0123", "warm-class-", "cpu-cpuid.AVX512F", "kernel-version.full",
+                 "slabvol.io/room-mib", "node"):
+        assert not whitelist.search(base), base
+    # and only in the slabvol.io namespace: every namespace is denied ("*": nfd-master's
+    # preProcessDeniedNamespaces makes it the suffix "", which every namespace has) except
+    # the extra one; NFD 0.12 and older need extraLabelNs for any custom namespace anyway
+    assert config["denyLabelNs"] == ["*"] and config["extraLabelNs"] == ["slabvol.io"]
+
+
+def test_the_nfd_worker_runs_where_slabvol_runs_and_labels_from_feature_files_only():
+    worker = nfd_values()["worker"]
+    core = worker["config"]["core"]
+    # the local source (source/local/local.go) reads the feature files; it is a feature
+    # source and a label source: both must include it
+    assert core["labelSources"] == ["local"] and core["featureSources"] == ["local"]
+    assert worker["nodeSelector"] == {"slabvol.io/node": "true"}
+    assert {"key": "slabvol.io/node", "operator": "Exists", "effect": "NoSchedule"} in \
+        worker["tolerations"]
+    # the chart mounts /etc/kubernetes/node-feature-discovery/features.d/ itself
+    # (templates/worker.yaml, volume features-d): nothing here may replace its volumes
+    assert not {"extraVolumes", "extraVolumeMounts", "volumes"} & set(worker)
+    assert nfd_values().get("topologyUpdater", {}).get("enable") in (None, False)
