@@ -1026,7 +1026,7 @@ def test_the_executable_is_installed_atomically_complete_and_executable(env):
     python = env.venv_python()
     with open(os.path.join(REPO, "vol_plugin"), encoding="utf-8") as handle:
         original = handle.read()
-    assert read(exe) == f"#!{python}\n" + original.split("\n", 1)[1]
+    assert read(exe) == f"#!{python} -S\n" + original.split("\n", 1)[1]  # (see vol_plugin)
     assert python.startswith("/opt/slabvol/venvs/")  # a host path, not under --root
     assert stat.S_IMODE(os.stat(exe).st_mode) == 0o755
     assert os.listdir(os.path.dirname(exe)) == ["vol_plugin"]  # no temp files left
@@ -1059,7 +1059,7 @@ def test_an_upgrade_builds_a_new_environment_switches_and_removes_the_old_one(en
     assert env.run("--skip-vg") == 0, env.err
     new_python = env.venv_python()
     assert new_python == f"/opt/slabvol/venvs/{__version__}-0123456789ab/bin/python"
-    assert read(env.path(DEFAULT_EXE)).startswith(f"#!{new_python}\n")
+    assert read(env.path(DEFAULT_EXE)).startswith(f"#!{new_python} -S\n")
     assert os.listdir(env.path("/opt/slabvol/venvs")) == [f"{__version__}-0123456789ab"]
     assert f"removed old virtual environment {old_python[:-len('/bin/python')]}" in env.out
 

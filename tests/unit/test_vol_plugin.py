@@ -168,3 +168,57 @@ def test_a_human_command_reports_errors_on_stderr(node):
     proc = node.run("status")
     assert proc.returncode == 1 and proc.stdout == b""
     assert proc.stderr.decode().startswith("vol_plugin: `vgs` is not installed on this node")
+
+
+# -- the installed layout: a virtual environment, and the interpreter run with -S ---------
+
+def test_install_runs_its_own_venv_without_the_site_module_and_a_given_python_with_it(tmp_path):
+    """site costs every call a scan of site-packages and its .pth files: the venv install.sh
+    builds is run with -S (vol_plugin adds that venv's site-packages itself); an interpreter
+    given with --python keeps site, whose layout is not ours to guess."""
+    from slabvol.install.runtime import Runtime, render_executable
+    venv = render_executable(ROOT, Runtime(python="/opt/slabvol/venvs/v/bin/python",
+                                           venv="/opt/slabvol/venvs/v"))
+    assert venv.split("\n", 1)[0] == "#!/opt/slabvol/venvs/v/bin/python -S"
+    given = render_executable(ROOT, Runtime(python="/usr/bin/python3", ready=True))
+    assert given.split("\n", 1)[0] == "#!/usr/bin/python3"
+    with open(VOL_PLUGIN, encoding="utf-8") as handle:
+        assert venv.split("\n", 1)[1] == given.split("\n", 1)[1] == handle.read().split("\n", 1)[1]
+
+
+@pytest.fixture
+def installed(tmp_path, node):
+    """The driver as install.sh lays it out: a virtual environment with slabvol (and click)
+    in its site-packages, the executable elsewhere with that venv's python -S as #! line."""
+    import shutil
+
+    from slabvol.install.runtime import Runtime, render_executable
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = venv / "lib" / ("python%d.%d" % sys.version_info[:2]) / "site-packages"
+    assert site.is_dir()
+    import click
+    shutil.copytree(os.path.join(ROOT, "src", "slabvol"), site / "slabvol",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(os.path.dirname(click.__file__), site / "click",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    plugin = tmp_path / "plugins" / "ax~vol_plugin" / "vol_plugin"
+    plugin.parent.mkdir(parents=True)
+    executable(plugin, render_executable(ROOT, Runtime(python=str(venv / "bin" / "python"),
+                                                      venv=str(venv))))
+    return plugin
+
+
+def test_the_installed_driver_answers_every_verb_with_python_minus_s(installed, node):
+    env = {"PATH": str(node.bin), "SLABVOL_CONFIG": str(node.config)}
+
+    def run(*args):
+        return subprocess.run([str(installed), *args], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                              timeout=60, check=False)
+    assert answer(run("init"))["status"] == "Success"
+    out = answer(run("mount", str(node.pod), OPTIONS))  # as far as LVM: none on PATH here
+    assert out["status"] == "Failure" and "is not installed on this node" in out["message"]
+    version = run("--version")  # a human command: click, from the venv too
+    assert (version.returncode, version.stderr) == (0, b"")
+    assert version.stdout.decode() == f"vol_plugin (slabvol), version {__version__}\n"

@@ -51,7 +51,7 @@ def install(host, opts, kubelet):
     check_prerequisites(host, opts, need_venv=not runtime.ready)
     plugin_dir, why = resolve_plugin_dir(host, opts, kubelet)
     check_writable(host, plugin_dir)
-    content = render_executable(opts.source, runtime.python)
+    content = render_executable(opts.source, runtime)
     if kubelet.root_dir and os.path.lexists(host.path(config_mod.DEFAULT_PATH)) \
             and kubelet.root_dir != config.kubelet_dir:
         host.warn(f"the kubelet runs with --root-dir {kubelet.root_dir} but "

@@ -84,8 +84,8 @@ def plan_runtime(host, opts):
     return runtime
 
 
-def shebang_for(python):
-    line = f"#!{python}"
+def shebang_for(python, flags=""):
+    line = f"#!{python} {flags}" if flags else f"#!{python}"
     if len(line) > SHEBANG_MAX:
         raise InstallError(f"the interpreter path {python} is too long for a #! line "
                            f"({len(line)} > {SHEBANG_MAX} characters); use a shorter --prefix")
@@ -170,13 +170,17 @@ def remove_old_venvs(host, prefix, keep):
             host.remove_tree(venv, f"removed old virtual environment {venv}")
 
 
-def render_executable(source, python):
+def render_executable(source, runtime):
+    """The driver executable for ``runtime``. The venv install.sh builds runs with ``-S``:
+    no site module, whose scan of site-packages and its .pth files every kubelet call would
+    pay; vol_plugin adds the venv's site-packages itself. An interpreter given with
+    ``--python`` keeps site (where its packages are is not ours to guess)."""
     with open(os.path.join(source, EXECUTABLE), encoding="utf-8") as handle:
         text = handle.read()
     first, _, rest = text.partition("\n")
     if not first.startswith("#!"):
         raise InstallError(f"{source}/{EXECUTABLE} does not start with a #! line")
-    return shebang_for(python) + "\n" + rest
+    return shebang_for(runtime.python, "-S" if runtime.venv else "") + "\n" + rest
 
 
 def install_executable(host, plugin_dir, content, runtime):
