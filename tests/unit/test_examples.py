@@ -14,14 +14,19 @@ tests/dind_examples.py models the entrypoint and unwraps every example; the firs
 here pin that model to what the entrypoint source does.
 """
 
+import json
 import os
+import re
+import shlex
 import sys
 
 import pytest
+import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 import dind_examples  # noqa: E402
 from dind_examples import EXAMPLES, FILES, dockerd_argv, hosts, read  # noqa: E402
+from slabvol import cli, labels  # noqa: E402
 
 SPECS = dind_examples.pod_specs()
 IDS = [name for name, _ in SPECS]
@@ -169,3 +174,59 @@ def test_the_pods_go_only_to_nodes_where_the_installer_runs(name, spec):
     """deploy/ installs the driver on nodes labelled slabvol.io/node=true only; a dind pod
     elsewhere would wait in ContainerCreating for a driver that is not there."""
     assert spec().get("nodeSelector") == {"slabvol.io/node": "true"}, name
+
+
+# -- the affinity block: send the job to the node that holds its warm cache ------------------
+# Every example shows the pod spec's affinity for its own namespace and flexVolume options
+# (a per-repository cache_key), as `vol_plugin affinity` prints it from slabvol.labels, and
+# says in a comment the exact command that printed it. Checked here, so that neither can
+# drift from the labels the nodes publish.
+
+def example_namespace(name):
+    """The namespace the example's pods run in, as the example itself says it."""
+    if name == "dind-pod":
+        return yaml.safe_load(read(EXAMPLES, "dind-pod.yaml"))["metadata"]["namespace"]
+    if name == "jenkins":
+        (namespace,) = re.findall(r'podTemplate\((?:.|\n)*?namespace: "([^"]+)"',
+                                  read(EXAMPLES, "jenkins", "Jenkinsfile"))
+        return namespace
+    if name == "gitlab-runner":
+        return dind_examples.gitlab_config()["kubernetes"]["namespace"]
+    if name == "actions-runner-controller":  # the scale set's runners run in the release's
+        (namespace,) = re.findall(r"helm install \S+ -n (\S+)",
+                                  read(EXAMPLES, "actions-runner-controller", "values.yaml"))
+        return namespace
+    return dind_examples.runner_deployment()["metadata"]["namespace"]
+
+
+def example_pod_spec(name):
+    """The pod spec as written in the example (the legacy RunnerDeployment's runner spec:
+    the controller copies its affinity into the pod, runner_types.go RunnerPodSpec)."""
+    if name == "actions-runner-controller-legacy":
+        return dind_examples.runner_deployment()["spec"]["template"]["spec"]
+    return dict(SPECS)[name]
+
+
+def printed_by(path):
+    """The `vol_plugin affinity ...` command the example's comment names, as argv."""
+    commands = re.findall(r"vol_plugin affinity ([^\n'\"]+)", read(EXAMPLES, path))
+    assert len(commands) == 1, f"{path}: one `vol_plugin affinity ...` command in a comment"
+    return ["affinity"] + shlex.split(commands[0].split("#")[0].strip().rstrip("\\"))
+
+
+@pytest.mark.parametrize("path, name", sorted(FILES.items()))
+def test_the_example_prefers_the_node_warm_for_its_repository(path, name, capsys):
+    spec = example_pod_spec(name)
+    source = dind_examples.slab_volume(spec)["flexVolume"]
+    namespace, options = example_namespace(name), source["options"]
+    size_mb, fs_type, cache_key = options["size_mb"], source["fsType"], options["cache_key"]
+    assert cache_key, f"{name}: a per-repository cache_key"
+    assert spec["affinity"] == labels.affinity(namespace, size_mb, fs_type, cache_key)
+    argv = printed_by(path)
+    assert argv == ["affinity", "--namespace", namespace, "--size-mb", size_mb,
+                    "--fs-type", fs_type, "--cache-key", cache_key]
+    assert cli.main(argv + ["-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"affinity": spec["affinity"]}
+    # preferred only: without NFD's labels the pod is scheduled exactly as before
+    assert set(spec["affinity"]["nodeAffinity"]) == {
+        "preferredDuringSchedulingIgnoredDuringExecution"}
