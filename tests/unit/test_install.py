@@ -66,6 +66,8 @@ class FakeInstallNode(Runner):
         self.init_answer = None  # None: a correct init; else (rc, stdout)
         self.init_checked = []  # (temp file, final file content at that moment)
         self.fail = {}  # program -> (rc, stderr), one-shot
+        self.gc_runs = []  # the driver executables run with `gc`
+        self.gc_answer = None  # None: gc succeeds; else (rc, stdout, stderr)
 
     # -- the Runner interface ------------------------------------------------------------
 
@@ -106,6 +108,9 @@ class FakeInstallNode(Runner):
             if argv[0] in self.python_has_slabvol:
                 return 0, __version__ + "\n", ""
             return 1, "", "ModuleNotFoundError: No module named 'slabvol'\n"
+        if argv[2:] == ["gc"]:  # the installed driver, run once to publish the NFD labels
+            self.gc_runs.append(argv[1])
+            return self.gc_answer or (0, "gc: 0 slab(s) repaired, 0 failed\n", "")
         if argv[2:] == ["init"]:
             tmp = argv[1]
             assert os.path.basename(tmp).startswith(".vol_plugin.tmp-"), argv
@@ -137,6 +142,21 @@ class FakeInstallNode(Runner):
                      lv_kernel_minor=str(lv["minor"]))
                 for lv in self.lvs.get(vg, [])]
         return 0, json.dumps({"report": [{"vg": rows}]}), ""
+
+    def cmd_lvm(self, argv):
+        """``lvm fullreport`` (lvm.Lvm.report): the VG's row, its LVs in a section of their own."""
+        assert argv[:2] == ["lvm", "fullreport"], argv
+        assert argv[2:2 + len(REPORT_FLAGS)] == list(REPORT_FLAGS), argv
+        vg = argv[-1]
+        if vg not in set(self.pvs.values()) - {""}:
+            return 5, "", vg_missing(vg)
+        base = {"vg_name": vg, "vg_size": str(10240 * MIB), "vg_free": str(8192 * MIB),
+                "vg_extent_size": str(4 * MIB)}
+        lvs = [dict(lv_name=lv["name"], lv_path=f"/dev/{vg}/{lv['name']}",
+                    lv_size=str(1024 * MIB), lv_tags=",".join(lv["tags"]), lv_active="active",
+                    lv_kernel_major="254", lv_kernel_minor=str(lv["minor"]))
+               for lv in self.lvs.get(vg, [])]
+        return 0, json.dumps({"report": [{"vg": [base], "lv": lvs}]}), ""
 
     def cmd_lsblk(self, argv):
         assert argv[:-1] == ["lsblk", "--json", "--paths", "-o", "NAME,TYPE,FSTYPE,MOUNTPOINT"]
@@ -1332,6 +1352,34 @@ def test_a_feature_dir_nfd_worker_cannot_read_is_warned_about(env):
     assert env.run("--skip-vg", "--nfd") == 0, env.err
     assert f"chmod 755 {os.path.dirname(NFD_FILE)}" in env.err
     assert stat.S_IMODE(os.stat(env.path(os.path.dirname(NFD_FILE))).st_mode) == 0o700
+
+
+def test_nfd_publishes_the_labels_once_so_that_pods_requiring_room_can_come(env):
+    # The driver publishes after each mount, unmount and gc; a new node has had none, and a
+    # pod with `vol_plugin affinity --require-room` never goes to a node without the labels.
+    env.node.pvs["/dev/xvdz"] = "slabvol"
+    assert env.run("--nfd") == 0, env.err
+    assert env.node.gc_runs == [env.path(DEFAULT_EXE)]
+    assert f"changed: published this node's labels to {NFD_FILE} (vol_plugin gc)" in env.out
+    write(env.path(NFD_FILE), "slabvol.io/room-mib=8192\n")  # what the driver wrote
+    assert env.run("--nfd") == 0, env.err
+    assert env.node.gc_runs == [env.path(DEFAULT_EXE)]  # once: the driver keeps it current
+    assert "Nothing changed" in env.out
+
+
+def test_a_failed_first_publication_only_warns(env):
+    env.node.pvs["/dev/xvdz"] = "slabvol"
+    env.node.gc_answer = (1, "", "vol_plugin: lock busy\n")
+    assert env.run("--nfd") == 0, env.err
+    assert "warning: `vol_plugin gc` did not publish this node's labels" in env.err
+    assert "lock busy" in env.err
+
+
+@pytest.mark.parametrize("args", [["--skip-vg", "--nfd"], ["--nfd", "--dry-run"], []])
+def test_no_publication_without_a_volume_group_a_change_or_nfd(env, args):
+    env.node.pvs["/dev/xvdz"] = "slabvol"
+    assert env.run(*args) == 0, env.err
+    assert env.node.gc_runs == []
 
 
 @pytest.mark.parametrize("args", [["--uninstall"], ["--uninstall", "--purge"]])

@@ -10,7 +10,7 @@ from .config_file import install_config, read_config
 from .host import Host, InstallError, UsageError
 from .kubelet import check_writable, detect_kubelet, resolve_plugin_dir
 from .layout import DRIVER_DIR, EXECUTABLE, LOOP_UNIT, MANIFEST, SYMLINK, UNIT_DIR, VENVS
-from .nfd import apply_nfd, plan_nfd, remove_feature_file
+from .nfd import apply_nfd, plan_nfd, publish_once, remove_feature_file
 from .options import parse_args
 from .prereqs import check_prerequisites
 from .runtime import (build_runtime, check_source, install_executable, install_symlink,
@@ -71,6 +71,9 @@ def install(host, opts, kubelet):
     host.say("driver:")
     executable = install_executable(host, plugin_dir, content, runtime)
     install_symlink(host, executable)
+    if nfd.path and vg_plan.action != "skip":
+        publish_once(host, host.path(runtime.python) if runtime.venv else runtime.python,
+                     executable, nfd.path)
     if runtime.venv:
         remove_old_venvs(host, opts.prefix, runtime.venv)
     previous = read_manifest(host, opts.prefix)

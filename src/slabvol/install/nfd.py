@@ -107,6 +107,28 @@ def make_feature_dir(host, directory):
         host.same(f"{directory} exists")
 
 
+def publish_once(host, python, executable, path):
+    """Run the new driver's ``gc`` once when the feature file is not there yet.
+
+    The driver publishes after each mount, unmount and gc, under its lock. A node that has
+    had none publishes nothing, and a pod that requires room (``vol_plugin affinity
+    --require-room``) is never sent to a node without the labels: it would never get its
+    first mount. gc changes nothing a healthy node needs changed. Once the file exists the
+    driver keeps it current. A failure only warns: the labels are an optimisation.
+    """
+    if os.path.exists(host.path(path)):
+        return
+    host.changed(f"published this node's labels to {path} (vol_plugin gc)")
+    if host.dry_run:
+        return
+    result = host.query([python, host.path(executable), "gc"])
+    if result.returncode != 0:
+        host.warn(f"`vol_plugin gc` did not publish this node's labels (exit "
+                  f"{result.returncode}: {(result.stderr.strip() or result.stdout.strip())[:300]}"
+                  f"); the driver publishes them after its next mount, unmount or gc. Run "
+                  f"`vol_plugin gc` to do it now")
+
+
 def remove_feature_file(host, config):
     """On uninstall: without the driver nothing keeps the file true, and a pod that requires
     room must not be sent to a node that can no longer mount it."""
