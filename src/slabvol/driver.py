@@ -27,6 +27,7 @@ from . import slab as S
 from .errors import BadRequest, Busy, CommandError, NoRoom, SlabvolError
 from .lock import NodeLock
 from .lvm import LogicalVolume, Lvm
+from .lvmscan import DeviceScan
 from .mounts import MountTable, used_percent
 from .process import Runner
 
@@ -169,10 +170,15 @@ class GcReport:
 
 class Driver:
     def __init__(self, config, runner=None, read_mounts=MountTable.read, usage=used_percent,
-                 clock=time.time, new_name=None):
+                 clock=time.time, new_name=None, scan=None):
         self.config = config
         self.runner = runner or Runner()
-        self.lvm = Lvm(self.runner, config.volume_group)
+        # Issue 10: on the real node every LVM command looks only at the VG's own devices,
+        # learned once and cached beside the node lock (lvmscan). An injected runner (the
+        # tests' fake node) scans as before unless it passes a scan itself.
+        if scan is None and runner is None:
+            scan = DeviceScan.beside(config.lock_file, self.runner, config.volume_group)
+        self.lvm = Lvm(self.runner, config.volume_group, scan)
         self.read_mounts = read_mounts
         self.usage = usage
         self.clock = clock

@@ -130,18 +130,52 @@ def _classify(error, vg_name, lv_name=None):
     return error
 
 
+def _lost(outcome, program, vg_name):
+    """Did a narrowed command miss the VG's devices? LVM's own words (lib/metadata/
+    metadata.c, 2.03.11 and 2.03.16 alike; captured in boot 4)."""
+    if isinstance(outcome, VgNotFound):
+        return True
+    if isinstance(outcome, Exception) or program not in ("vgs", "lvs", "pvs", "fullreport"):
+        return False
+    return any(line.strip().startswith(f"WARNING: VG {vg_name} is missing PV ")
+               for line in outcome.stderr.splitlines())
+
+
 class Lvm:
     """The commands slabvol needs, for one volume group."""
 
-    def __init__(self, runner, vg_name):
+    def __init__(self, runner, vg_name, scan=None):
         self.runner = runner
         self.vg = vg_name
+        self.scan = scan  # lvmscan.DeviceScan: which devices every command looks at
 
     def _run(self, argv, lv_name=None):
+        """Run one LVM command, narrowed to the VG's devices when there is a scan (issue 10:
+        the one place where the scope is added). A narrowed command that loses the VG, or
+        a narrowed report that finds one of its PVs missing, means the devices were renamed
+        or replaced: learn them again with a full scan and run the command once more."""
+        scope = self._scope(self.scan.scope) if self.scan is not None else None
+        outcome = self._attempt(scope.apply(argv) if scope else argv, lv_name)
+        command = argv[1] if argv[0] == "lvm" else argv[0]
+        if scope is not None and scope.narrow and _lost(outcome, command, self.vg):
+            fresh = self._scope(self.scan.learn)
+            if fresh != scope:
+                outcome = self._attempt(fresh.apply(argv), lv_name)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def _attempt(self, argv, lv_name):
         try:
             return self.runner.run(argv)
         except CommandError as exc:
-            raise _classify(exc, self.vg, lv_name) from None
+            return _classify(exc, self.vg, lv_name)
+
+    def _scope(self, get):
+        try:
+            return get()  # learning runs a full-scan `vgs`: a missing VG fails there
+        except CommandError as exc:
+            raise _classify(exc, self.vg) from None
 
     def report(self):
         """(VolumeGroup, [LogicalVolume]) from one ``vgs`` call with VG and LV fields; only

@@ -129,6 +129,11 @@ class FakeNode(Runner):
     missing_vg: bool = False
     unactivatable: set = field(default_factory=set)  # LV names whose activation fails
     crash_after: Optional[int] = None  # raise Crash once the N-th command has taken effect
+    # The VG's PVs as (uuid, device name now); rename_pvs() renames them (issue 10).
+    pvs: list = field(default_factory=lambda: [("SCJc8W-xu4R-LhBT-cu8q-9OyN-WBmJ-dZm9gQ",
+                                                "/dev/loop0")])
+    lvm_version: str = "2.03.16(2) (2022-05-18)"
+    use_devicesfile: int = 0  # Debian's build; lvmscan also looks for the file itself
 
     # -- the Runner interface ------------------------------------------------------------
 
@@ -137,6 +142,7 @@ class FakeNode(Runner):
         self.calls.append(argv)
         program = argv[0]
         full = argv
+        argv, scope = self._scope(argv)
         if program in ("lvcreate", "lvchange", "lvremove") and argv[1:2] == ["--config"]:
             self.configs.append((program, argv[2]))  # lvm.py's metadata-history settings
             argv = [program, *argv[3:]]
@@ -145,15 +151,77 @@ class FakeNode(Runner):
             return Result(tuple(full), rc, "", stderr)
         handler = {"vgs": self._vgs, "lvcreate": self._lvcreate, "lvchange": self._lvchange,
                    "lvremove": self._lvremove, "mkfs.ext4": self._mkfs, "mkfs.xfs": self._mkfs,
-                   "mount": self._mount, "umount": self._umount}.get(program)
+                   "mount": self._mount, "umount": self._umount, "lvm": self._lvm,
+                   "lvmconfig": self._lvmconfig}.get(program)
         if handler is None:
             raise AssertionError(f"the fake node does not know {argv}")
-        rc, stdout, stderr = handler(argv)
+        rc, stdout, stderr = self._narrowed(handler, argv, scope)
         if self.crash_after is not None and len(self.calls) >= self.crash_after:
             self.crash_after = None
             raise Crash(f"killed right after {argv}")
         return Result(tuple(full), rc, stdout, stderr)
 
+
+    # -- the device scope (--devices, a devices/filter in --config; issue 10) ------------
+
+    def _scope(self, argv):
+        """(argv without the scope's options, the device names it allows or None)."""
+        scope, rest = None, [argv[0]]
+        i = 1
+        while i < len(argv):
+            if argv[i] == "--devices":
+                scope = (scope or []) + [argv[i + 1]]
+                i += 2
+                continue
+            if argv[i] == "--config" and "devices { filter" in argv[i + 1]:
+                text = argv[i + 1]
+                start = text.index("devices { filter")
+                snippet = text[start:text.index("] }", start) + 3]
+                accepted = re.findall(r'"a\|\^(.*?)\$\|"', snippet)
+                scope = (scope or []) + [re.sub(r"\[(.)\]", r"\1", a) for a in accepted]
+                remaining = (text[:start] + text[start + len(snippet):]).strip()
+                rest += ["--config", remaining] if remaining else []
+                i += 2
+                continue
+            rest.append(argv[i])
+            i += 1
+        return rest, scope
+
+    def _narrowed(self, handler, argv, scope):
+        """As captured in boot 4: a scope without any PV of the VG hides the VG (rc 5,
+        `Volume group not found`); one with some of them warns of the others."""
+        report = argv[0] == "vgs" or argv[:2] == ["lvm", "fullreport"]
+        if scope is None or not (report or argv[0] in ("lvcreate", "lvchange", "lvremove")):
+            return handler(argv)
+        missing = [(uuid, name) for uuid, name in self.pvs if name not in scope]
+        if len(missing) == len(self.pvs) and not report:
+            return self._no_vg()  # captured: lv{change,create,remove}_devices_other_only
+        if len(missing) == len(self.pvs):
+            saved, self.missing_vg = self.missing_vg, True
+            try:
+                return handler(argv)
+            finally:
+                self.missing_vg = saved
+        rc, stdout, stderr = handler(argv)
+        warnings = "".join(f"  WARNING: Couldn't find device with uuid {uuid}.\n"
+                           f"  WARNING: VG {self.vg_name} is missing PV {uuid} (last written to "
+                           f"{name}).\n" for uuid, name in missing)
+        return rc, stdout, warnings + stderr
+
+    def rename_pvs(self, *names):
+        """The PVs come back under other names (a reboot, a loop device re-attached)."""
+        self.pvs = [(uuid, name) for (uuid, _), name in zip(self.pvs, names)]
+
+    def _lvm(self, argv):
+        assert argv == ["lvm", "version"], argv
+        return 0, (f"  LVM version:     {self.lvm_version}\n"
+                   f"  Library version: 1.02.185 (2022-05-18)\n"
+                   f"  Driver version:  4.47.0\n"), ""
+
+    def _lvmconfig(self, argv):
+        assert argv == ["lvmconfig", "--typeconfig", "full", "devices"], argv
+        return 0, (f"devices {{\n\tuse_devicesfile={self.use_devicesfile}\n"
+                   f'\tdevicesfile="system.devices"\n}}\n'), ""
 
     # -- seams for the driver ------------------------------------------------------------
 
@@ -229,6 +297,12 @@ class FakeNode(Runner):
         return 5, "", f'  Failed to find logical volume "{self.vg_name}/{name}"\n'
 
     def _vgs(self, argv):
+        if argv[1:5] == ["--reportformat", "json", "-o", "pv_name"]:  # lvmscan learning
+            assert argv[5:] == [self.vg_name], argv
+            if self.missing_vg:
+                rc, _, stderr = self._no_vg()
+                return rc, report_json("vg", []), stderr
+            return 0, report_json("vg", [{"pv_name": name} for _, name in self.pvs]), ""
         assert argv[:6] == ["vgs", *REPORT_FLAGS] and argv[6] == "-o" and len(argv) == 9, argv
         assert argv[8] == self.vg_name, argv
         fields = argv[7].split(",")
