@@ -87,7 +87,11 @@ def human(argv):
     @cli.command(help="Show the volume group and every slab.")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     def status(as_json):
-        data = _driver()[1].status()
+        from .lock import lock_state
+
+        config, driver = _driver()
+        data = driver.status()
+        data["lock"] = lock_state(config.lock_file)  # who holds it while a mount waits
         if as_json:
             click.echo(json.dumps(data, indent=2, sort_keys=True))
         else:
@@ -246,4 +250,8 @@ def format_status(data):
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    if "lock" in data:
+        from .lock import format_lock_state
+
+        lines.append(f"node lock: {format_lock_state(data['lock'])}")
     return "\n".join(lines)

@@ -87,9 +87,16 @@ class NodeLock:
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     raise Busy(f"another slabvol operation has held {self.path} for more than "
-                               f"{self.timeout:g} s; the kubelet will retry. If this persists, "
-                               f"find the holder with `fuser -v {self.path}`") from None
+                               f"{self.timeout:g} s ({self._holder()}); the kubelet will "
+                               f"retry. If this persists, see `vol_plugin status` or "
+                               f"`fuser -v {self.path}`") from None
                 time.sleep(self.poll)
+
+    def _holder(self):
+        try:
+            return format_lock_state(lock_state(self.path))
+        except Exception as exc:  # noqa: BLE001 - only a hint in an error message
+            return f"holder unknown: {exc}"
 
     def _still_the_file(self, fd):
         try:
@@ -98,3 +105,76 @@ class NodeLock:
             return False
         held = os.fstat(fd)
         return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+# -- who holds the lock (for status and the timeout message; never on the mount path) ------
+
+PROC_LOCKS = "/proc/locks"
+
+
+def parse_proc_locks(text, device, inode):
+    """(holder pid or None, [waiting pids]) of the flock on the file ``device`` (st_dev),
+    ``inode``, from /proc/locks (fs/locks.c lock_get_status: "N: FLOCK ADVISORY WRITE
+    <pid> <major hex>:<minor hex>:<inode> ..."; a waiter's line has "->" after "N:")."""
+    holder, waiting = None, []
+    wanted = "%02x:%02x:%d" % (os.major(device), os.minor(device), inode)
+    for line in text.splitlines():
+        fields = line.split()
+        if "->" in fields:
+            fields.remove("->")
+            blocked = True
+        else:
+            blocked = False
+        if len(fields) < 6 or fields[1] != "FLOCK" or fields[5] != wanted:
+            continue
+        try:
+            pid = int(fields[4])
+        except ValueError:
+            continue
+        if blocked:
+            waiting.append(pid)
+        elif holder is None:
+            holder = pid
+    return holder, waiting
+
+
+def lock_state(path, now=None):
+    """What holds the node lock and what waits for it, for an operator:
+    {"holder": {pid, command, running_s} or None, "waiting": [...]}; None when the lock
+    file does not exist."""
+    import psutil
+
+    try:
+        st = os.stat(path, follow_symlinks=False)
+        with open(PROC_LOCKS, encoding="ascii", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    holder, waiting = parse_proc_locks(text, st.st_dev, st.st_ino)
+    now = time.time() if now is None else now
+
+    def describe(pid):
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                command = " ".join(proc.cmdline()) or proc.name()
+                return {"pid": pid, "command": command,
+                        "running_s": round(max(0.0, now - proc.create_time()), 1)}
+        except psutil.Error:
+            return {"pid": pid, "command": "?", "running_s": None}
+    return {"holder": None if holder is None else describe(holder),
+            "waiting": [describe(pid) for pid in waiting]}
+
+
+def format_lock_state(state):
+    """One line for people: who holds the lock, for how long, and who waits."""
+    if state is None or state["holder"] is None:
+        return "free" if not (state and state["waiting"]) else \
+            f"free, {len(state['waiting'])} waiting"
+    h = state["holder"]
+    age = "" if h["running_s"] is None else f", running for {h['running_s']:g} s"
+    text = f"held by pid {h['pid']} ({h['command']}{age})"
+    if state["waiting"]:
+        text += f"; {len(state['waiting'])} waiting: " + ", ".join(
+            f"pid {w['pid']} ({w['command']})" for w in state["waiting"])
+    return text

@@ -157,3 +157,18 @@ def test_affinity_refuses_what_the_driver_would_refuse(capsys, args, message):
     code, out, err = affinity(capsys, *args)
     assert code == 2 and out == ""
     assert message in err
+
+
+def test_status_says_who_holds_the_node_lock(human, config, capsys, monkeypatch):
+    from slabvol import lock
+
+    state = {"holder": {"pid": 4242, "command": "vol_plugin mount /x", "running_s": 75.0},
+             "waiting": [{"pid": 4343, "command": "vol_plugin mount /y", "running_s": 2.0}]}
+    monkeypatch.setattr(lock, "lock_state", lambda path: state if path == config.lock_file
+                        else None)
+    assert cli.main(["status"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "node lock: held by pid 4242 (vol_plugin mount /x, running for 75 s); 1 waiting: "
+        "pid 4343 (vol_plugin mount /y)")
+    assert cli.main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["lock"] == state
