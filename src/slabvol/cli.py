@@ -188,7 +188,7 @@ def affinity_block(namespace, size_mb, fs_type, cache_key, require_room, scope):
         problems.append(f"--fs-type {fs_type!r} is not one of {', '.join(flex.FS_TYPES)}")
     elif fs_type == "xfs" and size_mb < flex.XFS_MIN_MB:
         problems.append(f"xfs needs --size-mb of at least {flex.XFS_MIN_MB}")
-    if cache_key and not flex._CACHE_KEY.fullmatch(cache_key):
+    if cache_key and not policy.CACHE_KEY.fullmatch(cache_key):
         problems.append("--cache-key must be 1 to 200 printable ASCII characters without "
                         "spaces")
     if scope not in policy.SCOPES:

@@ -26,7 +26,6 @@ POD_UID_KEY = "kubernetes.io/pod.uid"
 FS_TYPES = ("ext4", "xfs")
 XFS_MIN_MB = 300
 _POSITIVE_INT = re.compile(r"[1-9][0-9]{0,9}")
-_CACHE_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, no spaces
 
 
 def result(status, message=None, **extra):
@@ -48,7 +47,7 @@ def parse_options(text):
     logged or stored.
     """
     from .errors import BadRequest
-    from .policy import NAMESPACE, POD_UID, Request
+    from .policy import CACHE_KEY, NAMESPACE, POD_UID, Request
     from .slab import ANONYMOUS, GRAPH, TYPES
 
     try:
@@ -83,7 +82,7 @@ def parse_options(text):
         raise BadRequest(f"xfs needs size_mb of at least {XFS_MIN_MB} (mkfs.xfs refuses smaller "
                          f"filesystems); ask for more or use ext4")
     cache_key = get("cache_key")
-    if cache_key and not _CACHE_KEY.fullmatch(cache_key):
+    if cache_key and not CACHE_KEY.fullmatch(cache_key):
         raise BadRequest("option cache_key must be 1 to 200 printable ASCII characters "
                          "without spaces")
     readonly = get(READWRITE_KEY, "rw") == "ro"

@@ -21,6 +21,8 @@ SCOPES = (SCOPE_NAMESPACE, SCOPE_NODE)
 # (kubelet pkg/kubelet/config/common.go).
 NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 POD_UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
+# A cache_key (the pod's own option): printable ASCII without spaces.
+CACHE_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 
 
 @dataclass(frozen=True)
