@@ -18,6 +18,21 @@ VG_FIELDS = ("vg_name", "vg_size", "vg_free", "vg_extent_size")
 # where the mount table covers only this process's own.
 LV_FIELDS = ("lv_name", "lv_path", "lv_size", "lv_tags", "lv_active",
              "lv_kernel_major", "lv_kernel_minor", "lv_device_open")
+# One LVM report per call (issue 10). `lvm fullreport` reports a VG as sections, and its
+# "vg" section has the VG's row even when the VG has no LVs, where `vgs` with LV fields has
+# no row at all then and a second, VG-only `vgs` was needed (tests/fixtures/lvm/README.md,
+# boots 1 and 5). Every section gets its own field list (--configreport, as lvm2's lvmdbusd
+# calls it); the three slabvol does not read get one short field each (-o must not be
+# empty). The command is argv[1]: LVM takes options only after it.
+FULL_REPORT = ("lvm", "fullreport")
+UNUSED_SECTIONS = ("--configreport", "pv", "-o", "pv_name",
+                   "--configreport", "pvseg", "-o", "pvseg_start",
+                   "--configreport", "seg", "-o", "seg_start")
+
+
+def report_argv(vg_name):
+    return [*FULL_REPORT, *REPORT_FLAGS, "--configreport", "vg", "-o", ",".join(VG_FIELDS),
+            "--configreport", "lv", "-o", ",".join(LV_FIELDS), *UNUSED_SECTIONS, vg_name]
 
 
 # Metadata history. Before every metadata change LVM archives the whole VG's metadata as a
@@ -71,15 +86,25 @@ def _int(text, default=None):
 
 
 def parse_report(text, vg_name):
-    """Parse ``vgs`` JSON for ``vg_name``. Returns (VolumeGroup, [LogicalVolume]).
+    """Parse an LVM JSON report for ``vg_name``. Returns (VolumeGroup, [LogicalVolume]).
 
-    With LV fields, real LVM returns one row per LV with the VG columns repeated on every
-    row, and NO row at all for a VG without LVs (tests/fixtures/lvm/README.md), so an empty
-    VG is read from a VG-only report instead: one row without LV fields, no LVs."""
+    ``lvm fullreport`` (what ``Lvm.report`` runs) has an element per VG with a section per
+    object type: "vg" holds the VG's one row (also for a VG without LVs), "lv" a row per LV.
+    A ``vgs``/``lvs`` report (the captures of boots 1-3) has one section whose rows carry
+    both: a row per LV with the VG columns repeated, and no row for a VG without LVs."""
     try:
-        report = json.loads(text)["report"]
-        rows = [row for section in report for rows in section.values() for row in rows]
-        rows = [row for row in rows if row.get("vg_name") == vg_name]
+        rows, lv_rows = [], []
+        for element in json.loads(text)["report"]:
+            if "lv" in element and "vg" in element:  # fullreport
+                vg_rows = [row for row in element["vg"] if row.get("vg_name") == vg_name]
+                rows += vg_rows
+                lv_rows += element["lv"] if vg_rows else []
+                continue
+            for section in element.values():
+                mine = [row for row in section if row.get("vg_name") == vg_name]
+                rows += mine
+                lv_rows += mine
+        lv_rows = [row for row in lv_rows if row.get("lv_name")]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SlabvolError(f"could not parse the LVM report for volume group {vg_name!r} "
                            f"({exc}); run `vgs {vg_name}` by hand to see what LVM says") from None
@@ -92,9 +117,7 @@ def parse_report(text, vg_name):
     except (KeyError, ValueError, TypeError) as exc:
         raise SlabvolError(f"the LVM report for {vg_name!r} lacks a usable {exc}") from None
     lvs = []
-    for row in rows:
-        if not row.get("lv_name"):
-            continue
+    for row in lv_rows:
         major = _int(row.get("lv_kernel_major"), -1)
         minor = _int(row.get("lv_kernel_minor"), -1)
         tags = tuple(t for t in row.get("lv_tags", "").split(",") if t)
@@ -178,15 +201,9 @@ class Lvm:
             raise _classify(exc, self.vg) from None
 
     def report(self):
-        """(VolumeGroup, [LogicalVolume]) from one ``vgs`` call with VG and LV fields; only
-        for a VG without LVs (where that call returns no rows) a second, VG-only ``vgs``."""
-        argv = ["vgs", *REPORT_FLAGS, "-o", ",".join(VG_FIELDS + LV_FIELDS), self.vg]
-        text = self._run(argv).stdout  # a missing VG fails here (exit code 5)
-        try:
-            return parse_report(text, self.vg)
-        except VgNotFound:  # exit code 0 but no rows: the VG exists and has no LVs
-            argv = ["vgs", *REPORT_FLAGS, "-o", ",".join(VG_FIELDS), self.vg]
-            return parse_report(self._run(argv).stdout, self.vg)
+        """(VolumeGroup, [LogicalVolume]) from one ``lvm fullreport``, with or without LVs
+        (a missing VG fails it with exit code 5)."""
+        return parse_report(self._run(report_argv(self.vg)).stdout, self.vg)
 
     def create(self, lv_name, size_bytes, tags):
         argv = ["lvcreate", *STRUCTURAL, "--yes", "--wipesignatures", "y", "--zero", "y",

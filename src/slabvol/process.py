@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 # Where each tool comes from, for the "not installed" message.
 PACKAGES = {
-    "lvs": "lvm2", "vgs": "lvm2", "lvcreate": "lvm2", "lvchange": "lvm2", "lvremove": "lvm2",
+    "lvm": "lvm2", "lvs": "lvm2", "vgs": "lvm2", "lvcreate": "lvm2", "lvchange": "lvm2",
+    "lvremove": "lvm2",
     "pvcreate": "lvm2", "vgcreate": "lvm2", "vgchange": "lvm2",
     "mkfs.ext4": "e2fsprogs", "mkfs.xfs": "xfsprogs",
     "mount": "mount", "umount": "mount",

@@ -6,7 +6,8 @@ exit like the real one. It understands exactly the argv forms ``lvm.py`` and ``d
 build and fails the test on anything else. Its output, exit codes and error texts copy
 real LVM 2.03.16 / util-linux 2.38 output as captured in tests/fixtures/lvm/ (see the
 README there); in particular ``vgs`` with LV fields returns no row at all for a VG without
-LVs, and tags come back sorted.
+LVs where ``lvm fullreport`` (the report lvm.py runs) has the VG's row, and tags come back
+sorted.
 
 It keeps a kernel mount table in sync with mount/umount (``read_mounts``) and serves
 filesystem usage per mount dir (``usage``).
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from slabvol import slab as S
-from slabvol.lvm import LV_FIELDS, REPORT_FLAGS, VG_FIELDS
+from slabvol.lvm import LV_FIELDS, REPORT_FLAGS, VG_FIELDS, report_argv
 from slabvol.mounts import Mount, MountTable
 from slabvol.process import Result, Runner
 
@@ -94,6 +95,30 @@ def report_json(section, rows):
     if body:
         lines.append(",\n".join(body))
     lines += ["              ]", "          }", "      ]", "  }"]
+    return "\n".join(lines) + "\n"
+
+
+def _is_report(argv):
+    return argv[0] == "vgs" or argv[:2] == ["lvm", "fullreport"]
+
+
+def full_report_json(sections):
+    """An ``lvm fullreport`` laid out exactly as ``--reportformat json`` prints it: one
+    element for the VG, a section per object type (``sections``: (name, rows) pairs); no
+    element at all for a missing VG (``sections`` None)."""
+    if sections is None:
+        return '  {\n      "report": [\n      ]\n  }\n'
+    pad = " " * 14
+    parts = []
+    for name, rows in sections:
+        lines = [f'{pad}"{name}": [']
+        if rows:
+            lines.append(",\n".join(" " * 18 + json.dumps(row, separators=(", ", ":"),
+                                                           ensure_ascii=False) for row in rows))
+        lines.append(f"{pad}]")
+        parts.append("\n".join(lines))
+    body = [f"\n{pad},\n".join(parts)] if parts else []
+    lines = ["  {", '      "report": [', "          {", *body, "          }", "      ]", "  }"]
     return "\n".join(lines) + "\n"
 
 
@@ -213,6 +238,8 @@ class FakeNode(Runner):
         self.pvs = [(uuid, name) for (uuid, _), name in zip(self.pvs, names)]
 
     def _lvm(self, argv):
+        if argv[1:2] == ["fullreport"]:
+            return self._fullreport(argv)
         assert argv == ["lvm", "version"], argv
         return 0, (f"  LVM version:     {self.lvm_version}\n"
                    f"  Library version: 1.02.185 (2022-05-18)\n"
@@ -258,9 +285,13 @@ class FakeNode(Runner):
     def programs(self):
         return [argv[0] for argv in self.calls]
 
+    def reports(self):
+        """The argv of every read-only LVM report."""
+        return [argv for argv in self.calls if _is_report(argv)]
+
     def changes(self):
-        """The argv of every command except the read-only report."""
-        return [argv for argv in self.calls if argv[0] != "vgs"]
+        """The argv of every command except the read-only reports."""
+        return [argv for argv in self.calls if not _is_report(argv)]
 
     def slab_tags(self, name):
         return {t.split("=", 1)[0][len("slabvol."):]: t.split("=", 1)[1]
@@ -324,6 +355,33 @@ class FakeNode(Runner):
                           lv_device_open="open" if self.is_open(lv) else "")
             rows.append({f: values[f] for f in fields})
         return 0, report_json("vg", rows), ""  # no row at all for a VG without LVs
+
+    def _fullreport(self, argv):
+        """``lvm fullreport`` as lvm.report_argv builds it: the VG's row even without LVs
+        (captured: fullreport_empty, fullreport_three, fullreport_nosuchvg)."""
+        assert argv == report_argv(self.vg_name), argv
+        if self.missing_vg:
+            rc, _, stderr = self._no_vg()
+            return rc, full_report_json(None), stderr
+        vg = {"vg_name": self.vg_name, "vg_size": str(self.vg_size),
+              "vg_free": str(self.free), "vg_extent_size": str(self.extent_size)}
+        lvs = [{"lv_name": lv.name, "lv_path": f"/dev/{self.vg_name}/{lv.name}",
+                "lv_size": str(lv.size), "lv_tags": ",".join(sorted(lv.tags)),
+                "lv_active": "active" if lv.active else "",
+                "lv_kernel_major": str(DM_MAJOR) if lv.active else "-1",
+                "lv_kernel_minor": str(lv.minor) if lv.active else "-1",
+                "lv_device_open": ("open" if self.is_open(lv) else "") if lv.active
+                else "unknown"}
+               for lv in sorted(self.lvs.values(), key=lambda lv: lv.name)]  # sorted by name
+        starts, start = [], 0  # PV segments: each LV's extents in creation order, then free
+        for lv in self.lvs.values():
+            starts.append(start)
+            start += lv.size // self.extent_size
+        starts += [start] if self.free else []
+        return 0, full_report_json([
+            ("vg", [vg]), ("pv", [{"pv_name": "/dev/loop0"}]), ("lv", lvs),
+            ("pvseg", [{"pvseg_start": str(s)} for s in starts]),
+            ("seg", [{"seg_start": "0"} for _ in lvs])]), ""
 
     def _tags(self, argv, i, flag):
         tags = []

@@ -8,7 +8,7 @@ from slabvol import policy
 from slabvol import slab as S
 from slabvol.config import Config
 from slabvol.driver import Driver, check_mount_dir, mkfs_argv
-from slabvol.lvm import ROUTINE, STRUCTURAL
+from slabvol.lvm import ROUTINE, STRUCTURAL, report_argv
 from slabvol.errors import BadRequest, Busy, CommandError, NoRoom, SlabvolError
 from slabvol.policy import Request
 
@@ -16,10 +16,7 @@ from fakes import CLOCK, KUBELET, FakeNode, claimed_slab, free_slab, pod_dir, po
 
 GiB = 1024  # in MiB, the unit of size_mb
 MIB = 1024 * 1024
-VGS = ["vgs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
-       "vg_name,vg_size,vg_free,vg_extent_size,lv_name,lv_path,lv_size,lv_tags,lv_active,"
-       "lv_kernel_major,lv_kernel_minor,lv_device_open", "slabvol"]
-VGS_VG_ONLY = VGS[:7] + ["vg_name,vg_size,vg_free,vg_extent_size", "slabvol"]
+REPORT = report_argv("slabvol")  # one `lvm fullreport`, also for an empty VG (test_lvm.py)
 DIR1 = pod_dir("uid-1")
 DIR2 = pod_dir("uid-2")
 DIR1_TAG = f"slabvol.dir={S.encode(DIR1)}"
@@ -37,7 +34,7 @@ def test_a_miss_creates_tags_formats_claims_and_mounts_in_that_order(node, drive
     pod("uid-1")
     outcome = driver.mount(DIR1, req())
     assert node.calls == [
-        VGS, VGS_VG_ONLY,
+        REPORT,
         ["lvcreate", *STRUCTURAL, "--yes", "--wipesignatures", "y", "--zero", "y", "--name", "slab_1",
          "--size", "1073741824b", "--addtag", "slabvol.v=1", "--addtag", "slabvol.state=creating",
          "--addtag", "slabvol.ns=team-a", "--addtag", f"slabvol.pod={pod_uid('uid-1')}", "--addtag", DIR1_TAG,
@@ -87,7 +84,7 @@ def test_unmount_frees_the_slab_with_last_used_and_use_count(node, driver, pod):
     node.used[DIR1] = 20.0
     outcome = driver.unmount(DIR1)
     assert node.calls == [
-        VGS, ["umount", DIR1],
+        REPORT, ["umount", DIR1],
         ["lvchange", *ROUTINE, "--deltag", "slabvol.state=in-use", "--deltag", f"slabvol.pod={pod_uid('uid-1')}",
          "--deltag", DIR1_TAG, "--deltag", "slabvol.uses=0", "--addtag", "slabvol.state=free",
          "--addtag", f"slabvol.last_used={CLOCK}", "--addtag", "slabvol.uses=1", "slabvol/slab_1"],
@@ -106,7 +103,7 @@ def test_a_second_mount_of_the_same_size_and_namespace_reuses_the_slab(node, dri
     node.calls.clear()
     outcome = driver.mount(DIR2, req(uid="uid-2"))
     assert node.calls == [
-        VGS,
+        REPORT,
         ["lvchange", *ROUTINE, "--deltag", "slabvol.state=free", "--addtag", "slabvol.state=in-use",
          "--addtag", f"slabvol.pod={pod_uid('uid-2')}", "--addtag", DIR2_TAG, "slabvol/slab_1"],
         ["mount", "-t", "ext4", "/dev/slabvol/slab_1", DIR2],
@@ -216,7 +213,7 @@ def test_mount_of_a_mounted_dir_does_nothing(node, driver, pod):
     node.calls.clear()
     outcome = driver.mount(DIR1, req())
     assert (outcome.event, outcome.slab) == ("noop", "slab_1")
-    assert node.calls == [VGS]
+    assert node.calls == [REPORT]
 
 
 def test_unmount_of_an_unmounted_dir_does_nothing(node, driver, pod):
@@ -225,7 +222,7 @@ def test_unmount_of_an_unmounted_dir_does_nothing(node, driver, pod):
     driver.unmount(DIR1)
     node.calls.clear()
     assert driver.unmount(DIR1).event == "noop"
-    assert node.calls == [VGS]
+    assert node.calls == [REPORT]
     assert node.state("slab_1") == "free"
 
 
@@ -233,7 +230,7 @@ def test_unmount_of_a_never_mounted_dir_runs_only_the_report(node, driver, pod):
     pod("uid-1")
     free_slab(node, "slab_a")
     assert driver.unmount(DIR1).event == "noop"
-    assert node.calls == [VGS]
+    assert node.calls == [REPORT]
 
 
 def test_unmount_of_a_dir_the_kubelet_already_removed_succeeds(node, driver):
@@ -624,22 +621,23 @@ def test_gc_leaves_mounted_slabs_and_live_claims_alone(node, driver, pod):
     claimed_slab(node, "slab_live", DIR2)
     node.calls.clear()
     assert driver.gc().repaired == []
-    assert node.calls == [VGS]
+    assert node.calls == [REPORT]
 
 
 def test_gc_repairs_every_slab_it_can_and_reports_the_ones_it_cannot(node, driver):
     claimed_slab(node, "slab_half", pod_dir("uid-9"), state=S.CREATING)
     claimed_slab(node, "slab_anon", pod_dir("uid-gone"), type=S.ANONYMOUS)
     claimed_slab(node, "slab_orphan", pod_dir("uid-gone2"))
-    node.failures["lvremove"] = (5, "  Logical volume slabvol/slab_half contains a filesystem "
+    # (the first removal fails: LVM reports LVs sorted by name, so slab_anon's)
+    node.failures["lvremove"] = (5, "  Logical volume slabvol/slab_anon contains a filesystem "
                                     "in use.\n")
     report = driver.gc()
     assert [(r.slab.lv_name, error) for r, error in report.failed] == [
-        ("slab_half", "`lvremove --config 'backup { retain_min = 20 retain_days = 0 }' --yes "
-                      "slabvol/slab_half` failed with exit code 5: Logical "
-                      "volume slabvol/slab_half contains a filesystem in use.")]
-    assert sorted(r.slab.lv_name for r in report.repaired) == ["slab_anon", "slab_orphan"]
-    assert set(node.lvs) == {"slab_half", "slab_orphan"}
+        ("slab_anon", "`lvremove --config 'backup { retain_min = 20 retain_days = 0 }' --yes "
+                      "slabvol/slab_anon` failed with exit code 5: Logical "
+                      "volume slabvol/slab_anon contains a filesystem in use.")]
+    assert sorted(r.slab.lv_name for r in report.repaired) == ["slab_half", "slab_orphan"]
+    assert set(node.lvs) == {"slab_anon", "slab_orphan"}
     assert node.state("slab_orphan") == "free"
 
 

@@ -50,7 +50,7 @@ def lines(text):
 
 
 def reports(node):
-    return [argv for argv in node.calls if argv[0] == "vgs"]
+    return node.reports()
 
 
 def key_label(key, ns="team-a", size_mb=GiB):

@@ -140,3 +140,33 @@ def test_tags_come_back_sorted_without_duplicates():
     assert json.loads(text)["report"][0]["vg"][0]["lv_tags"] == "slabvol.state=free,slabvol.v=1"
     _, (lv,) = parse_report(text, "slabvol")
     assert S.Slab.from_lv(lv).state == S.FREE
+
+
+# -- one report per call: lvm fullreport (issue 10 item 3; captured in boot 5) ---------------
+
+def test_a_fullreport_of_an_empty_vg_has_its_row_like_real_lvm():
+    from slabvol.lvm import report_argv
+    node = FakeNode(vg_size=1069547520)
+    assert node.call(report_argv("slabvol")).stdout == capture("fullreport_empty")["stdout"]
+
+
+def test_a_fullreport_of_a_missing_vg_looks_like_real_lvm():
+    from slabvol.lvm import report_argv
+    result = FakeNode(vg_name="nosuchvg", missing_vg=True).call(report_argv("nosuchvg"))
+    assert_like(result, "fullreport_nosuchvg")
+    assert result.stdout == capture("fullreport_nosuchvg")["stdout"]
+
+
+def test_a_fullreport_with_lvs_looks_like_real_lvm(fs):
+    """As captured: slab_a free, slab_b mounted, `other` untagged and inactive; LVs sorted by
+    name, an inactive LV's open state "unknown", one PV segment per LV and the free one."""
+    from slabvol.lvm import report_argv
+    fs.create_dir("/tmp/mnt5/b")
+    node = FakeNode(vg_size=1069547520)
+    node.add_lv("slab_a", 8, ["slabvol.state=free", "slabvol.size_mb=8"])
+    node.add_lv("slab_b", 12, ["slabvol.state=in-use"])
+    node.add_lv("other", 4, active=False)
+    node.run(["mount", "-t", "ext4", "/dev/slabvol/slab_b", "/tmp/mnt5/b"])
+    fake = json.loads(node.call(report_argv("slabvol")).stdout)
+    real = json.loads(capture("fullreport_three")["stdout"])
+    assert fake == real

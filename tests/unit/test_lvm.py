@@ -16,8 +16,6 @@ from fakes import report_json
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", "lvm")
 REPORT = ["--reportformat", "json", "--units", "b", "--nosuffix"]
-FULL_FIELDS = ("vg_name,vg_size,vg_free,vg_extent_size,lv_name,lv_path,lv_size,lv_tags,"
-               "lv_active,lv_kernel_major,lv_kernel_minor,lv_device_open")
 VG_ONLY_FIELDS = "vg_name,vg_size,vg_free,vg_extent_size"
 
 
@@ -54,22 +52,52 @@ class Replay:
 
 
 OK = (0, "", "")
+MIB = 1024 * 1024
 
 
 # -- argv -------------------------------------------------------------------------------
 
-def test_report_runs_one_vgs_with_vg_and_lv_fields():
-    runner = Replay("vgs_with_lv_fields_three")
-    Lvm(runner, "slabvol").report()
-    assert runner.calls == [["vgs", *REPORT, "-o", FULL_FIELDS, "slabvol"]]
+LV_ONLY_FIELDS = ("lv_name,lv_path,lv_size,lv_tags,lv_active,lv_kernel_major,lv_kernel_minor,"
+                  "lv_device_open")
+FULLREPORT = ["lvm", "fullreport", *REPORT, "--configreport", "vg", "-o", VG_ONLY_FIELDS,
+              "--configreport", "lv", "-o", LV_ONLY_FIELDS, "--configreport", "pv", "-o", "pv_name",
+              "--configreport", "pvseg", "-o", "pvseg_start", "--configreport", "seg", "-o",
+              "seg_start"]
 
 
-def test_report_of_a_vg_without_lvs_adds_a_vg_only_vgs():
-    runner = Replay("vgs_with_lv_fields_empty", "vgs_empty")
+def test_report_runs_one_lvm_fullreport_with_a_field_list_per_section():
+    runner = Replay("fullreport_three")
     vg, lvs = Lvm(runner, "slabvol").report()
-    assert runner.calls == [["vgs", *REPORT, "-o", FULL_FIELDS, "slabvol"],
-                            ["vgs", *REPORT, "-o", VG_ONLY_FIELDS, "slabvol"]]
+    assert runner.calls == [[*FULLREPORT, "slabvol"]]
+    assert [lv.name for lv in lvs] == ["other", "slab_a", "slab_b"]  # sorted by LVM
+
+
+def test_report_of_a_vg_without_lvs_is_one_command_too():
+    runner = Replay("fullreport_empty")
+    vg, lvs = Lvm(runner, "slabvol").report()
+    assert runner.calls == [[*FULLREPORT, "slabvol"]]
     assert (vg, lvs) == (VolumeGroup("slabvol", 1069547520, 1069547520, 4194304), [])
+
+
+def test_parse_report_reads_a_fullreport_with_every_lv_field():
+    vg, lvs = parse_report(capture("fullreport_three")["stdout"], "slabvol")
+    assert vg == VolumeGroup("slabvol", 1069547520, 1069547520 - 24 * MIB, 4194304)
+    by_name = {lv.name: lv for lv in lvs}
+    assert by_name["slab_a"].tags == ("slabvol.size_mb=8", "slabvol.state=free")
+    assert (by_name["slab_a"].size, by_name["slab_a"].active, by_name["slab_a"].open) == (
+        8 * MIB, True, False)
+    assert by_name["slab_b"].open and by_name["slab_b"].major is not None
+    assert by_name["slab_b"].path == "/dev/slabvol/slab_b"
+    assert (by_name["other"].active, by_name["other"].major, by_name["other"].tags) == (
+        False, None, ())
+
+
+def test_parse_report_of_a_fullreport_of_two_vgs_takes_only_its_own():
+    text = capture("fullreport_two_vgs")["stdout"]
+    _, mine = parse_report(text, "slabvol")
+    _, theirs = parse_report(text, "othervg")
+    assert [lv.name for lv in mine] == ["other", "slab_a", "slab_b"]
+    assert [lv.name for lv in theirs] == ["theirs"]
 
 
 def test_create_passes_name_size_in_bytes_and_every_tag():
@@ -199,7 +227,7 @@ def test_a_report_without_a_usable_vg_size_is_a_clear_error(bad):
 # -- error classification on real exit codes and stderr ---------------------------------
 
 def test_report_of_a_missing_vg_is_vg_not_found_after_one_call():
-    runner = Replay("vgs_with_lv_fields_nosuchvg")
+    runner = Replay("fullreport_nosuchvg")
     with pytest.raises(VgNotFound, match="'nosuchvg' not found on this node; create it"):
         Lvm(runner, "nosuchvg").report()
     assert len(runner.calls) == 1

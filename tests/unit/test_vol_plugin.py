@@ -116,7 +116,7 @@ def test_a_missing_config_dir_still_answers_the_kubelet(node, tmp_path):
 def test_without_lvm_tools_the_failure_names_the_missing_tool(node):
     out = answer(node.run("mount", str(node.pod), OPTIONS))
     assert out["status"] == "Failure"
-    assert "`vgs` is not installed on this node; install lvm2" in out["message"]
+    assert "`lvm` is not installed on this node; install lvm2" in out["message"]
 
 
 @pytest.mark.parametrize("args", [["init"], ["mount"], ["frobnicate"]])
@@ -139,8 +139,8 @@ def test_unmount_of_a_dir_with_nothing_mounted_succeeds_when_lvm_cannot_run(node
 
 def test_a_missing_volume_group_answers_failure_and_child_stderr_stays_hidden(node):
     with open(os.path.join(FIXTURES, "captures.json"), encoding="utf-8") as handle:
-        real = next(c for c in json.load(handle) if c["name"] == "vgs_with_lv_fields_nosuchvg")
-    executable(node.bin / "vgs", f"#!{sys.executable}\nimport sys\n"
+        real = next(c for c in json.load(handle) if c["name"] == "fullreport_nosuchvg")
+    executable(node.bin / "lvm", f"#!{sys.executable}\nimport sys\n"
                                  f"sys.stdout.write({real['stdout']!r})\n"
                                  f"sys.stderr.write({real['stderr']!r})\n"
                                  f"sys.exit({real['rc']})\n")
@@ -167,7 +167,7 @@ def test_help_lists_the_human_commands(node):
 def test_a_human_command_reports_errors_on_stderr(node):
     proc = node.run("status")
     assert proc.returncode == 1 and proc.stdout == b""
-    assert proc.stderr.decode().startswith("vol_plugin: `vgs` is not installed on this node")
+    assert proc.stderr.decode().startswith("vol_plugin: `lvm` is not installed on this node")
 
 
 # -- the installed layout: a virtual environment, and the interpreter run with -S ---------
