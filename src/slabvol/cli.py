@@ -176,7 +176,8 @@ def affinity_block(namespace, size_mb, fs_type, cache_key, require_room, scope):
     """``labels.affinity`` for options checked as the driver checks a pod's."""
     import click
 
-    from . import flex, labels, policy
+    from . import labels, policy
+    from .filesystems import FILESYSTEMS
 
     problems = []
     if not policy.NAMESPACE.fullmatch(namespace):
@@ -184,10 +185,10 @@ def affinity_block(namespace, size_mb, fs_type, cache_key, require_room, scope):
                         f"label)")
     if size_mb < 1:
         problems.append(f"--size-mb {size_mb} is not a positive whole number of MiB")
-    if fs_type not in flex.FS_TYPES:
-        problems.append(f"--fs-type {fs_type!r} is not one of {', '.join(flex.FS_TYPES)}")
-    elif fs_type == "xfs" and size_mb < flex.XFS_MIN_MB:
-        problems.append(f"xfs needs --size-mb of at least {flex.XFS_MIN_MB}")
+    if fs_type not in FILESYSTEMS:
+        problems.append(f"--fs-type {fs_type!r} is not one of {', '.join(FILESYSTEMS)}")
+    elif size_mb < FILESYSTEMS[fs_type].min_mb:
+        problems.append(f"{fs_type} needs --size-mb of at least {FILESYSTEMS[fs_type].min_mb}")
     if cache_key and not policy.CACHE_KEY.fullmatch(cache_key):
         problems.append("--cache-key must be 1 to 200 printable ASCII characters without "
                         "spaces")

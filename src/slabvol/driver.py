@@ -25,6 +25,7 @@ from typing import List
 from . import policy
 from . import slab as S
 from .errors import BadRequest, Busy, CommandError, NoRoom, SlabvolError
+from .filesystems import DEFAULT as DEFAULT_FS, mkfs_argv
 from .lock import NodeLock
 from .lvm import LogicalVolume, Lvm
 from .lvmscan import DeviceScan
@@ -340,7 +341,7 @@ class Driver:
         failure drops the slab: it is only a cache, and a slab that will not activate or
         mount must not pin the pod (every kubelet retry would finish the claim on it) nor
         go back to the pool."""
-        argv = ["mount", "-t", slab.fs_type or "ext4"]
+        argv = ["mount", "-t", slab.fs_type or DEFAULT_FS]
         if readonly:
             argv += ["-o", "ro"]
         argv += [slab.lv_path, mount_dir]
@@ -515,11 +516,3 @@ class Driver:
         return {"volume_group": {"name": vg.name, "size_mb": vg.size // policy.MIB,
                                  "free_mb": vg.free // policy.MIB},
                 "slabs": rows, "node_labels": self.node_labels(snap)}
-
-
-def mkfs_argv(fs_type, device):
-    if fs_type == "xfs":
-        return ["mkfs.xfs", "-q", "-f", "-n", "ftype=1", device]
-    # A cache: lazy inode tables and journal (mkfs returns at once), no reserved blocks.
-    return ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1",
-            device]

@@ -23,8 +23,6 @@ READWRITE_KEY = "kubernetes.io/readwrite"
 NAMESPACE_KEY = "kubernetes.io/pod.namespace"
 POD_UID_KEY = "kubernetes.io/pod.uid"
 
-FS_TYPES = ("ext4", "xfs")
-XFS_MIN_MB = 300
 _POSITIVE_INT = re.compile(r"[1-9][0-9]{0,9}")
 
 
@@ -47,6 +45,7 @@ def parse_options(text):
     logged or stored.
     """
     from .errors import BadRequest
+    from .filesystems import DEFAULT as DEFAULT_FS, FILESYSTEMS
     from .policy import CACHE_KEY, NAMESPACE, POD_UID, Request
     from .slab import ANONYMOUS, GRAPH, TYPES
 
@@ -74,13 +73,13 @@ def parse_options(text):
     vol_type = get("ax_vol_type", GRAPH) or GRAPH
     if vol_type not in TYPES:
         raise BadRequest(f"option ax_vol_type={vol_type!r} is not one of {', '.join(TYPES)}")
-    fs_type = get(FS_TYPE_KEY) or "ext4"
-    if fs_type not in FS_TYPES:
+    fs_type = get(FS_TYPE_KEY) or DEFAULT_FS
+    if fs_type not in FILESYSTEMS:
         raise BadRequest(f"fsType {fs_type!r} is not supported; use one of "
-                         f"{', '.join(FS_TYPES)}")
-    if fs_type == "xfs" and int(size) < XFS_MIN_MB:
-        raise BadRequest(f"xfs needs size_mb of at least {XFS_MIN_MB} (mkfs.xfs refuses smaller "
-                         f"filesystems); ask for more or use ext4")
+                         f"{', '.join(FILESYSTEMS)}")
+    if int(size) < FILESYSTEMS[fs_type].min_mb:
+        raise BadRequest(f"{fs_type} needs size_mb of at least {FILESYSTEMS[fs_type].min_mb} "
+                         f"(mkfs refuses smaller filesystems); ask for more or use ext4")
     cache_key = get("cache_key")
     if cache_key and not CACHE_KEY.fullmatch(cache_key):
         raise BadRequest("option cache_key must be 1 to 200 printable ASCII characters "

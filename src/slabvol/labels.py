@@ -44,6 +44,7 @@ import re
 
 from . import policy as P
 from . import slab as S
+from .filesystems import DEFAULT as DEFAULT_FS
 
 PREFIX = "slabvol.io/"
 ROOM = PREFIX + "room-mib"
@@ -55,7 +56,6 @@ DEFAULT_MAX_WARM = 16
 # a warm line is under 50 bytes, so this bound keeps the file far below it.
 MAX_WARM_LIMIT = 512
 MAX_FEATURE_FILE_BYTES = 65536
-DEFAULT_FS = "ext4"
 
 # Preferred node affinity weights (1..100 each; the scheduler sums the weights of the terms a
 # node matches, scales the best node to 100 and, in the default profile, counts the

@@ -306,3 +306,17 @@ def test_flex_results_are_plain_json():
     out = flex.result("Failure", "why", extra=1)
     assert json.loads(json.dumps(out)) == {"status": "Failure", "message": "why", "extra": 1}
     assert flex.result("Success") == {"status": "Success"}
+
+
+def test_every_filesystem_in_the_table_is_accepted_from_its_minimum_size():
+    from slabvol.filesystems import FILESYSTEMS
+
+    for fs in FILESYSTEMS.values():
+        options = {"size_mb": str(fs.min_mb), "kubernetes.io/fsType": fs.name,
+                   "kubernetes.io/pod.namespace": "ns", "kubernetes.io/pod.uid": "0" * 32}
+        request, _ = flex.parse_options(json.dumps(options))
+        assert request.fs_type == fs.name
+        if fs.min_mb > 1:
+            options["size_mb"] = str(fs.min_mb - 1)
+            with pytest.raises(BadRequest, match=f"at least {fs.min_mb}"):
+                flex.parse_options(json.dumps(options))
