@@ -458,9 +458,10 @@ class Bench:
             assert len(lvs) == slabs, f"{len(lvs)} LVs in {VG}, wanted {slabs}"
             row = self.hits(self.args.repeat, f"scale: {slabs} slabs (set up in {setup:.0f} s)")
             points.append(dict(row, slabs=slabs, setup_s=round(setup, 1)))
-        untouched = all("slabvol.state=free" in lv_tags(VG, n) for n in
-                        sh("lvs", "--noheadings", "-o", "lv_name", VG).split()
-                        if n.startswith(FILLER))
+        rows = [line.split() for line in
+                sh("lvs", "--noheadings", "-o", "lv_name,lv_tags", VG).splitlines()]
+        untouched = all(len(r) == 2 and "slabvol.state=free" in r[1].split(",")
+                        for r in rows if r and r[0].startswith(FILLER))
         remove_fillers(VG)
         self.result["scale"] = {"points": points, "fillers_never_handed_out": untouched}
 

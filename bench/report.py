@@ -21,7 +21,7 @@ GOAL_VS_FLOOR = 1.3
 GOAL_SCALE = 1.2
 GOAL_DEVICES = 0.10
 
-# read-only reports: an identical repeat of one is not part of the floor
+# read-only reports of the VG (the floor keeps one)
 REPORTS = ("vgs", "lvs", "pvs", "lvm fullreport", "lvm vgs", "lvm lvs")
 
 
@@ -111,16 +111,26 @@ def median_phases(runs):
     return {k: statistics.median([run.get(k, 0.0) for run in runs]) for k in order}
 
 
+# What the floor runs: the one VG report, the metadata changes, mkfs and mount/umount, with
+# the driver's exact argv. Anything else the driver runs (a version probe, a config read, a
+# second report) is the driver's own overhead: it shows in the phases, not in the floor.
+FLOOR_PROGRAMS = ("lvchange", "lvcreate", "lvremove", "mount", "umount")
+
+
 def floor_argvs(events):
-    """The commands to run bare for the floor: every command the driver ran, except an
-    identical repeat of a read-only report (counted once)."""
-    seen, out = set(), []
-    for argv, _ in commands(events):
-        key = tuple(argv)
-        if command_label(argv) in REPORTS and key in seen:
-            continue
-        seen.add(key)
-        out.append(list(argv))
+    """The commands to run bare for the floor, in the driver's order: every command of
+    FLOOR_PROGRAMS or mkfs.*, and one report (``lvm fullreport`` if the driver ran one,
+    else its longest ``vgs``/``lvs`` command line: the one with the fields)."""
+    argvs = [list(argv) for argv, _ in commands(events)]
+    reports = [a for a in argvs if command_label(a) in REPORTS]
+    full = [a for a in reports if command_label(a) == "lvm fullreport"]
+    chosen = (full or sorted(reports, key=lambda a: len(" ".join(a)), reverse=True)
+              or [None])[0]
+    out = []
+    for argv in argvs:
+        name = os.path.basename(argv[0])
+        if argv is chosen or name in FLOOR_PROGRAMS or name.startswith("mkfs."):
+            out.append(argv)
     return out
 
 
@@ -380,13 +390,14 @@ def main(argv=None):
     parser.add_argument("json")
     parser.add_argument("--load-before", default=None)
     parser.add_argument("--load-after", default=None)
+    parser.add_argument("--source", default=None, help="the checkout measured (git describe)")
     parser.add_argument("--load-file", default=None,
                         help="bench/run's samples: lines 'load L HH:MM:SS' and top processes")
     args = parser.parse_args(argv)
     with open(args.json) as handle:
         result = json.load(handle)
     host = result.setdefault("host", {})
-    for key in ("load_before", "load_after"):
+    for key in ("load_before", "load_after", "source"):
         if getattr(args, key) is not None:
             host[key] = getattr(args, key)
     if args.load_file and os.path.exists(args.load_file):

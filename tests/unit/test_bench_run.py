@@ -62,13 +62,27 @@ def test_no_start_event_means_no_trace():
     assert report.parse_trace('{"event": "spawn", "t": 1, "pid": 1, "argv": ["x"]}\n') == []
 
 
-def test_the_floor_runs_the_drivers_commands_with_a_repeated_report_once():
-    text = trace_lines()
-    # the driver read the VG twice (the empty-VG case of old): the floor reads it once
-    extra = [json.dumps({"event": "spawn", "t": 101.11, "pid": 7, "argv": REPORT}),
-             json.dumps({"event": "reaped", "t": 101.12, "pid": 7, "argv": REPORT})]
-    argvs = report.floor_argvs(report.parse_trace(text + "\n".join(extra)))
-    assert argvs == [REPORT, CLAIM, MOUNT]
+def _events(*argvs, pid=7):
+    out, t = [{"event": "start", "t": 0.0, "pid": pid}], 0.0
+    for argv in argvs:
+        out += [{"event": "spawn", "t": t + 0.1, "pid": pid, "argv": argv},
+                {"event": "reaped", "t": t + 0.2, "pid": pid, "argv": argv}]
+        t += 0.2
+    return out
+
+
+def test_the_floor_is_one_report_the_changes_mkfs_and_mount():
+    probe = ["lvm", "version"]
+    config = ["lvmconfig", "--typeconfig", "full", "devices"]
+    learn = ["vgs", "--reportformat", "json", "-o", "pv_name", VG]
+    mkfs = ["mkfs.ext4", "-q", "-F", f"/dev/{VG}/slab_a"]
+    events = _events(probe, config, learn, REPORT, CLAIM, mkfs, MOUNT, REPORT)
+    assert report.floor_argvs(events) == [REPORT, CLAIM, mkfs, MOUNT]
+    # without a fullreport: the longest vgs is the report (the old driver read twice)
+    vgs = ["vgs", "--reportformat", "json", "-o", "vg_name,vg_size,lv_name,lv_tags", VG]
+    events = _events(learn, vgs, CLAIM, MOUNT)
+    assert report.floor_argvs(events) == [vgs, CLAIM, MOUNT]
+    assert report.floor_argvs(_events(["umount", "/x"])) == [["umount", "/x"]]
 
 
 def test_labels_name_the_program_and_what_lvchange_does():
