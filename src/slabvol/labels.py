@@ -39,7 +39,6 @@ warm labels in all, whatever the number of slabs.
 """
 
 import functools
-import hashlib
 import re
 
 from . import policy as P
@@ -85,6 +84,7 @@ def _scoped_namespace(namespace, scope):
 
 @functools.lru_cache(maxsize=4096)  # pure; a node's slabs repeat their classes and keys
 def _digest(*fields):
+    import hashlib  # here: config imports this module on every kubelet call, NFD or not
     canonical = "\0".join(str(f) for f in fields)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:HASH_HEX]
 

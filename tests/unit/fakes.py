@@ -16,7 +16,6 @@ filesystem usage per mount dir (``usage``).
 import json
 import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -38,6 +37,7 @@ MKFS = {
 
 def pod_uid(label="uid-1"):
     """A pod UID as the API server makes them (a UUID), the same for the same label."""
+    import uuid  # (not at the top: test_lean_start checks that the driver never imports it)
     return str(uuid.uuid5(uuid.NAMESPACE_URL, label))
 
 

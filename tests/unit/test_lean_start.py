@@ -46,8 +46,11 @@ with open(out, "w") as handle:
 """
 
 # Never on the kubelet verbs' path: the CLI toolkit, and the standard modules that
-# logging.handlers (socket, pickle, queue, struct) pulls in for handlers slabvol never uses.
-NEVER = {"click", "logging.handlers", "socket", "pickle", "queue"}
+# logging.handlers (socket, pickle, queue, struct) pulls in for handlers slabvol never uses;
+# hashlib (OpenSSL) only hashes NFD label names, off by default; uuid (and the platform
+# module it imports) is not needed for a random slab name.
+NEVER = {"click", "logging.handlers", "socket", "pickle", "queue", "hashlib", "_hashlib",
+         "uuid", "platform"}
 
 
 def run_verbs(tmp_path, calls):
