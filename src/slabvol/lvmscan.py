@@ -42,6 +42,9 @@ VERSION_ARGV = ("lvm", "version")
 # 0 in Debian's build). The section, not its two settings: lvmconfig 2.03.16 fails when
 # given two nodes ("Cannot clone NULL config node", captured in boot 4).
 DEVICES_FILE_ARGV = ("lvmconfig", "--typeconfig", "full", "devices")
+# Without an lvm.conf, `--typeconfig full` fails ("Cannot clone NULL config node", captured
+# in boot 4, whose guest has none) and LVM runs on its defaults: ask for those instead.
+DEVICES_DEFAULT_ARGV = ("lvmconfig", "--typeconfig", "default", "devices")
 # Device names that are safe inside a filter pattern once "." and "+" are bracketed.
 SIMPLE_NAME = re.compile(r"/dev/[A-Za-z0-9/_.+:@-]+")
 
@@ -99,10 +102,11 @@ def parse_version(text):
 
 
 def parse_lvmconfig(text):
-    """{key: value} from ``lvmconfig`` lines such as ``use_devicesfile=1``."""
+    """{key: value} from ``lvmconfig`` lines such as ``use_devicesfile=1`` (or, for
+    ``--typeconfig default``, ``# use_devicesfile=0``)."""
     values = {}
     for line in text.splitlines():
-        key, sep, value = line.strip().partition("=")
+        key, sep, value = line.strip().lstrip("#").strip().partition("=")
         if sep:
             values[key.strip()] = value.strip().strip('"')
     return values
@@ -178,8 +182,11 @@ class DeviceScan:
         """LVM's own rule (lib/device/dev-cache.c, setup_devices_file/setup_devices): the
         devices file is used when use_devicesfile is on and the file exists."""
         try:
-            result = self.runner.run(list(DEVICES_FILE_ARGV))
-        except CommandError:
+            try:
+                result = self.runner.run(list(DEVICES_FILE_ARGV))
+            except CommandError:
+                result = self.runner.run(list(DEVICES_DEFAULT_ARGV))
+        except (CommandError, ToolMissing):
             return False
         values = parse_lvmconfig(result.stdout)
         if values.get("use_devicesfile") != "1":

@@ -159,6 +159,7 @@ class FakeNode(Runner):
                                                 "/dev/loop0")])
     lvm_version: str = "2.03.16(2) (2022-05-18)"
     use_devicesfile: int = 0  # Debian's build; lvmscan also looks for the file itself
+    no_lvm_conf: bool = False  # `lvmconfig --typeconfig full` fails without one
 
     # -- the Runner interface ------------------------------------------------------------
 
@@ -246,7 +247,14 @@ class FakeNode(Runner):
                    f"  Driver version:  4.47.0\n"), ""
 
     def _lvmconfig(self, argv):
-        assert argv == ["lvmconfig", "--typeconfig", "full", "devices"], argv
+        assert argv[:2] == ["lvmconfig", "--typeconfig"] and argv[3:] == ["devices"], argv
+        if argv[2] == "default":
+            return 0, ('devices {\n\t# use_devicesfile=0\n\t# devicesfile="system.devices"'
+                       '\n}\n'), ""
+        assert argv[2] == "full", argv
+        if self.no_lvm_conf:
+            return 5, "", ("  Cannot clone NULL config node.\n"
+                           "  Failed to clone current config tree.\n")
         return 0, (f"devices {{\n\tuse_devicesfile={self.use_devicesfile}\n"
                    f'\tdevicesfile="system.devices"\n}}\n'), ""
 

@@ -235,3 +235,12 @@ def test_after_lvm_the_scope_follows_the_command_name():
     assert Scope(FILTER, ("/dev/loop0",)).apply(argv) == [
         "lvm", "fullreport", "--config", 'devices { filter = [ "a|^/dev/loop0$|", "r|.*|" ] }',
         "--reportformat", "json", "slabvol"]
+
+
+def test_without_an_lvm_conf_the_defaults_decide(root_dir):
+    """No lvm.conf: `--typeconfig full` fails (captured in boot 4) and LVM runs on its
+    defaults, which `--typeconfig default` prints commented out."""
+    node = FakeNode(no_lvm_conf=True)
+    assert DeviceScan(node, "slabvol", CACHE).scope() == Scope(DEVICES, ("/dev/loop0",))
+    assert node.calls == [LEARN[0], LEARN[1], ["lvmconfig", "--typeconfig", "default",
+                                                "devices"], LEARN[2]]
