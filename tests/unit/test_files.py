@@ -62,3 +62,24 @@ def test_read_text(tmp_path):
     assert read_text(str(tmp_path / "none")) is None
     (tmp_path / "f").write_text("a\n")
     assert read_text(str(tmp_path / "f")) == "a\n"
+
+
+def test_a_failed_check_keeps_the_old_file_and_sees_the_complete_new_one(tmp_path):
+    path = tmp_path / "vol_plugin"
+    path.write_text("old\n")
+    seen = []
+
+    def check(tmp):
+        seen.append((open(tmp).read(), os.stat(tmp).st_mode & 0o777))
+        raise RuntimeError("does not answer init")
+    with pytest.raises(RuntimeError):
+        replace_file(str(path), "new\n", 0o755, durable=True, check=check)
+    assert seen == [("new\n", 0o755)]
+    assert path.read_text() == "old\n"
+    assert os.listdir(tmp_path) == ["vol_plugin"]
+
+
+def test_durable_replaces_like_the_rest(tmp_path):
+    replace_file(str(tmp_path / "f"), "x\n", 0o600, durable=True)
+    assert (tmp_path / "f").read_text() == "x\n"
+    assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o600

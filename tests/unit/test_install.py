@@ -113,7 +113,7 @@ class FakeInstallNode(Runner):
             return self.gc_answer or (0, "gc: 0 slab(s) repaired, 0 failed\n", "")
         if argv[2:] == ["init"]:
             tmp = argv[1]
-            assert os.path.basename(tmp).startswith(".vol_plugin.tmp-"), argv
+            assert os.path.basename(tmp).startswith(".vol_plugin."), argv  # a dot-file
             assert os.access(tmp, os.X_OK), "the temp file is executable before the check"
             final = os.path.join(os.path.dirname(tmp), "vol_plugin")
             self.init_checked.append((tmp, read(final) if os.path.exists(final) else None))

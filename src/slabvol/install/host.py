@@ -4,10 +4,10 @@ runner, and a record of every change (printed as it happens; only printed in ``-
 import os
 import shutil
 import sys
-import tempfile
 from typing import List
 
 from ..errors import SlabvolError
+from ..files import replace_file
 from ..process import Result, Runner
 from .layout import DRIVER_DIR
 
@@ -154,34 +154,9 @@ def existing_parent(path):
 
 
 def write_atomically(path, text, mode=0o644):
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    fsync_dir(directory)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    replace_file(path, text, mode, durable=True)
 
-
-def fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_processes(proc_dir):

@@ -13,7 +13,8 @@ from typing import Optional
 
 from .. import __version__
 from ..errors import CommandError, SlabvolError
-from .host import fsync_dir, InstallError
+from ..files import replace_file
+from .host import InstallError
 from .layout import DRIVER_DIR, EXECUTABLE, SYMLINK, VENV_COMPLETE, VENVS
 
 
@@ -207,15 +208,8 @@ def install_executable(host, plugin_dir, content, runtime):
     host.changed(f"installed {final} (runs {runtime.python})")
     if host.dry_run:
         return final
-    directory = host.path(driver_dir)
-    tmp = os.path.join(directory, f".{EXECUTABLE}.tmp-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o755)
+
+    def answers_init(tmp):
         check = host.query([host.path(runtime.python) if runtime.venv else runtime.python,
                             tmp, "init"])
         try:
@@ -227,11 +221,7 @@ def install_executable(host, plugin_dir, content, runtime):
                                f"{check.returncode}: "
                                f"{(check.stdout.strip() or check.stderr.strip())[:300]}); "
                                f"the installed one, if any, was left in place")
-        os.replace(tmp, final_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    fsync_dir(directory)
+    replace_file(final_path, content, 0o755, durable=True, check=answers_init)
     return final
 
 
