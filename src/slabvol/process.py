@@ -16,15 +16,6 @@ from .errors import CommandError, ToolMissing
 
 log = logging.getLogger(__name__)
 
-# Where each tool comes from, for the "not installed" message.
-PACKAGES = {
-    "lvm": "lvm2", "lvs": "lvm2", "vgs": "lvm2", "lvcreate": "lvm2", "lvchange": "lvm2",
-    "lvremove": "lvm2",
-    "pvcreate": "lvm2", "vgcreate": "lvm2", "vgchange": "lvm2",
-    "mkfs.ext4": "e2fsprogs", "mkfs.xfs": "xfsprogs",
-    "mount": "mount", "umount": "mount",
-}
-
 DEFAULT_TIMEOUT = 300
 
 
@@ -55,7 +46,9 @@ class Runner:
                                   stderr=subprocess.PIPE, env=self.env, timeout=self.timeout,
                                   check=False, universal_newlines=True)
         except FileNotFoundError:
-            package = PACKAGES.get(os.path.basename(argv[0]), "the package that provides it")
+            from .packages import package_of
+
+            package = package_of(os.path.basename(argv[0])) or "the package that provides it"
             raise ToolMissing(f"`{argv[0]}` is not installed on this node; install {package} "
                               f"(e.g. `apt-get install {package}`) and retry") from None
         except subprocess.TimeoutExpired:

@@ -27,7 +27,7 @@ from slabvol.install.kubelet import detect_kubelet, resolve_plugin_dir
 from slabvol.install.layout import (
     DEFAULT_LOOP_FILE, DEFAULT_PLUGIN_DIR, KNOWN_PLUGIN_DIRS, LOOP_UNIT, SYMLINK, VENV_COMPLETE)
 from slabvol.install.options import Options, human_size, parse_size
-from slabvol.install.prereqs import LVM_TOOLS
+from slabvol.packages import LVM_TOOLS
 from slabvol.install.runtime import IMPORT_CHECK
 from slabvol.install.volume_group import METADATA_SIZE, PARTITION_TABLES
 from slabvol.lvm import REPORT_FLAGS

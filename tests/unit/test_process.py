@@ -54,3 +54,14 @@ def test_a_missing_mkfs_names_its_package(monkeypatch, tmp_path):
 def test_a_command_that_hangs_is_killed_at_the_timeout():
     with pytest.raises(CommandError, match="timed out after 0.2 s"):
         Runner(timeout=0.2).call(["sleep", "5"])
+
+
+def test_every_program_slabvol_runs_names_its_package_on_every_distribution():
+    from slabvol.packages import PACKAGES, TOOLS, package_of
+
+    for tool in ("lvm", "lvmconfig", "vgs", "lvcreate", "lvchange", "lvremove", "mkfs.ext4",
+                 "mkfs.xfs", "mount", "umount", "flock", "wipefs", "losetup"):
+        for family in ("debian", "rhel", "suse", "alpine"):
+            assert package_of(tool, family), (tool, family)
+    assert set(TOOLS.values()) <= set(PACKAGES)
+    assert package_of("frobnicate") is None

@@ -3,29 +3,9 @@ distribution."""
 
 import sys
 
+from ..packages import LVM_TOOLS, PACKAGES
 from .host import InstallError
 from .layout import MIN_PYTHON
-
-
-# Tools, by the package that provides them. Missing "required" ones stop the install.
-LVM_TOOLS = ("pvs", "vgs", "lvs", "pvcreate", "vgcreate", "vgchange", "lvcreate", "lvchange",
-             "lvremove")
-
-
-PACKAGES = {  # package key -> name per distribution family
-    "lvm2": {"debian": "lvm2", "rhel": "lvm2", "suse": "lvm2", "alpine": "lvm2"},
-    "e2fsprogs": {"debian": "e2fsprogs", "rhel": "e2fsprogs", "suse": "e2fsprogs",
-                  "alpine": "e2fsprogs"},
-    "xfsprogs": {"debian": "xfsprogs", "rhel": "xfsprogs", "suse": "xfsprogs",
-                 "alpine": "xfsprogs"},
-    "util-linux": {"debian": "util-linux", "rhel": "util-linux", "suse": "util-linux",
-                   "alpine": "util-linux"},
-    "mount": {"debian": "mount", "rhel": "util-linux", "suse": "util-linux",
-              "alpine": "util-linux"},
-    # the venv module of the very interpreter install.sh runs with (python3.11-venv, ...)
-    "venv": {"debian": f"python3.{sys.version_info[1]}-venv", "rhel": "python3",
-             "suse": "python3", "alpine": "python3"},
-}
 
 
 INSTALL_COMMAND = {"debian": "apt-get install -y", "rhel": "dnf install -y",
