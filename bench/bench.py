@@ -117,13 +117,35 @@ class TimedKubelet(Kubelet):
 
 
 def install(plugin):
-    """The driver as install.sh lays it out: the executable with this venv's interpreter."""
+    """The driver as install.sh lays it out (its own renderer: ``#!<venv python> -S``), with
+    this venv's interpreter; the #! line is returned."""
+    try:
+        from slabvol.install.runtime import Runtime, render_executable
+
+        content = render_executable(REPO, Runtime(python=sys.executable, venv=sys.prefix))
+    except ImportError:  # an older tree: the tier's layout (tests/lvm/conftest.py)
+        with open(os.path.join(REPO, "vol_plugin")) as src:
+            content = f"#!{sys.executable}\n" + src.read().split("\n", 1)[1]
     os.makedirs(os.path.dirname(plugin), exist_ok=True)
-    with open(os.path.join(REPO, "vol_plugin")) as src:
-        body = src.read().split("\n", 1)[1]
     with open(plugin, "w") as dst:
-        dst.write(f"#!{sys.executable}\n{body}")
+        dst.write(content)
     os.chmod(plugin, 0o755)
+    return content.split("\n", 1)[0]
+
+
+def install_traced(plugin, traced):
+    """A wrapper with the driver's own #! line that starts the bench's trace hook and then
+    runs the driver in the same process: the hook cannot rely on site (``-S``)."""
+    with open(plugin) as handle:
+        shebang = handle.readline().rstrip("\n")
+    with open(traced, "w") as dst:
+        dst.write(f"{shebang}\nimport sys\nsys.path.insert(0, {TRACE_DIR!r})\n"
+                  f"import sitecustomize  # noqa: the bench's trace hook\n"
+                  f"del sys.path[0]\nsys.argv[0] = {plugin!r}\n"
+                  f"with open({plugin!r}) as _f:\n"
+                  f"    _code = compile(_f.read(), {plugin!r}, 'exec')\n"
+                  f"exec(_code, {{'__name__': '__main__', '__file__': {plugin!r}}})\n")
+    os.chmod(traced, 0o755)
 
 
 def interpreter_argv(plugin):
@@ -266,9 +288,12 @@ class Bench:
             handle.write(f"[slabvol]\nvolume_group = {VG}\nkubelet_dir = {work}/kubelet\n"
                          f"log_file = {self.log_file}\nlock_file = {work}/lock\n")
         os.makedirs(os.path.join(work, "kubelet", "pods"))
-        install(self.plugin)
-        self.kubelet = TimedKubelet(self.plugin, f"{work}/kubelet",
-                                    dict(ENV, SLABVOL_CONFIG=config))
+        self.shebang = install(self.plugin)
+        traced = os.path.join(work, "vol_plugin.traced")
+        install_traced(self.plugin, traced)
+        env = dict(ENV, SLABVOL_CONFIG=config)
+        self.kubelet = TimedKubelet(self.plugin, f"{work}/kubelet", env)
+        self.tracing = TimedKubelet(traced, f"{work}/kubelet", env)
         self.interp = interpreter_argv(self.plugin)
         self.result = {}
         self.warm = None  # the warm slab every hit reuses
@@ -296,11 +321,15 @@ class Bench:
         return self.kubelet.seconds
 
     def traced(self, fn, *args):
-        """fn(*args, env=...) with the trace hook; (its result, the trace's events)."""
+        """fn(*args) through the traced wrapper; (its result, the trace's events, the
+        caller's times around the call)."""
         path = os.path.join(self.work, f"trace-{uuid.uuid4().hex}.jsonl")
-        env = {"PYTHONPATH": TRACE_DIR, "SLABVOL_BENCH_TRACE": path}
-        value = fn(*args, env=env)
-        spawned, ended = self.kubelet.last
+        plain, self.kubelet = self.kubelet, self.tracing
+        try:
+            value = fn(*args, env={"SLABVOL_BENCH_TRACE": path})
+        finally:
+            self.kubelet = plain
+        spawned, ended = self.tracing.last
         events = []
         if os.path.exists(path):
             with open(path) as handle:
@@ -328,8 +357,7 @@ class Bench:
     def _keep(self, op, events, spawned, ended, lv=None):
         if not events:
             self.result.setdefault("notes", []).append(
-                f"{op}: no trace (the driver's interpreter did not load bench/trace; "
-                f"started with -I, -E or -S?)")
+                f"{op}: no trace (bench/trace did not load)")
             return
         self.traces[op].append(report.phases(events, spawned, ended))
         if op not in self.floor_cmds:
@@ -544,7 +572,7 @@ def main():
     durations = {}
     dind = {}
     try:
-        say(f"VG {VG} on {loop} ({disk}); driver {bench.plugin} ({' '.join(bench.interp[:-2])})")
+        say(f"VG {VG} on {loop} ({disk}); driver {bench.plugin} ({bench.shebang})")
         for _ in range(args.repeat):
             legacy["init"].append(timed(kubelet.init)[0])
         pod, _, bench.warm = bench.miss("bench")  # the warm slab
@@ -589,7 +617,8 @@ def main():
         load_end = handle.read().strip()
     summary["params"] = {"quick": quick, "repeat": args.repeat, "trace_runs": args.trace_runs,
                          "slabs": args.slabs, "devices": args.devices,
-                         "dind_repeat": args.dind_repeat, "slab_mb": int(SLAB_MB)}
+                         "dind_repeat": args.dind_repeat, "slab_mb": int(SLAB_MB),
+                         "driver_shebang": bench.shebang}
     summary["node"] = {"loadavg_start": load_start, "loadavg_end": load_end,
                        "cpus": os.cpu_count(), "python": sys.version.split()[0],
                        "seconds": round(time.monotonic() - started),
