@@ -4,12 +4,14 @@ exit codes and messages as captured in tests/fixtures/lvm/captures.json."""
 import inspect
 import json
 import os
+import re
 
 import pytest
 
 from slabvol import slab as S
 from slabvol.errors import CommandError
 from slabvol.lvm import LV_FIELDS, REPORT_FLAGS, VG_FIELDS, parse_report
+from slabvol.lvmscan import DEVICES_FILE_ARGV
 from slabvol.process import Result, Runner
 
 from fakes import FakeNode, free_slab
@@ -170,3 +172,99 @@ def test_a_fullreport_with_lvs_looks_like_real_lvm(fs):
     fake = json.loads(node.call(report_argv("slabvol")).stdout)
     real = json.loads(capture("fullreport_three")["stdout"])
     assert fake == real
+
+
+# -- the device scope (issue 10 item 2; captured in boot 4, capture_boot4.sh) ----------------
+
+UUID = re.compile(r"[A-Za-z0-9]{6}(-[A-Za-z0-9]{4}){5}-[A-Za-z0-9]{6}")
+
+
+def scoped_node():
+    """As in boot 4: VG slabvol on /dev/loop0 and /dev/loop1 (othervg on /dev/loop2)."""
+    node = FakeNode(pvs=[("uuid-0", "/dev/loop0"), ("uuid-1", "/dev/loop1")])
+    node.add_lv("slab_a", 8)
+    return node
+
+
+def assert_like_but_uuids(result, name):
+    real = capture(name)
+    assert result.returncode == real["rc"]
+    assert UUID.sub("UUID", result.stderr.replace("uuid-1", "SCJc8W-xu4R-LhBT-cu8q-9OyN-WBmJ-"
+                                                  "dZm9gQ")) == UUID.sub("UUID", real["stderr"])
+
+
+def with_devices(argv, *devices):
+    return [argv[0], *[p for d in devices for p in ("--devices", d)], *argv[1:]]
+
+
+def test_devices_of_the_whole_vg_change_nothing():
+    node = scoped_node()
+    assert node.call(with_devices(vgs("slabvol"), "/dev/loop0", "/dev/loop1")).stdout == (
+        node.call(vgs("slabvol")).stdout)
+    assert_like(node.call(with_devices(vgs("slabvol"), "/dev/loop0", "/dev/loop1")),
+                "vgs_devices_both")
+
+
+@pytest.mark.parametrize("argv, name", [
+    (vgs("slabvol"), "vgs_devices_other_only"),
+    (["lvchange", "--config", "backup { archive = 0 }", "--addtag", "slabvol.y=1",
+      "slabvol/slab_a"], "lvchange_devices_other_only"),
+    (["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--name", "slab_b",
+      "--size", "4194304b", "slabvol"], "lvcreate_devices_other_only"),
+    (["lvremove", "--yes", "slabvol/slab_a"], "lvremove_devices_other_only"),
+])
+def test_devices_without_the_vgs_pvs_hide_the_vg_like_real_lvm(argv, name):
+    node = scoped_node()
+    result = node.call(with_devices(argv, "/dev/loop2"))
+    assert_like(result, name)
+    assert node.lvs.keys() == {"slab_a"} and node.lvs["slab_a"].tags == []
+    if argv[0] == "vgs":
+        assert json.loads(result.stdout) == json.loads(capture(name)["stdout"])
+
+
+def test_devices_with_some_of_the_pvs_warn_of_the_others_like_real_lvm():
+    node = scoped_node()
+    result = node.call(with_devices(vgs("slabvol"), "/dev/loop0"))
+    assert_like_but_uuids(result, "vgs_devices_one_of_two")
+    node.rename_pvs("/dev/loop1", "/dev/loop3")  # captured: loop0 -> loop1, loop1 -> loop3
+    result = node.call(with_devices(vgs("slabvol"), "/dev/loop0", "/dev/loop1"))
+    assert result.returncode == 0 and "is missing PV uuid-1 (last written to /dev/loop3)" in (
+        result.stderr)  # LVM names the device last written, the fake the present one
+    assert_like(node.call(with_devices(vgs("slabvol"), "/dev/loop0")),
+                "vgs_devices_renamed_gone")
+    assert_like(node.call(with_devices(vgs("slabvol"), "/dev/loop1", "/dev/loop3")),
+                "vgs_devices_relearned")
+
+
+def test_a_filter_in_the_one_config_narrows_like_real_lvm():
+    node = scoped_node()
+    config = ('backup { archive = 0 } devices { filter = [ "a|^/dev/loop0$|", '
+              '"a|^/dev/loop1$|", "r|.*|" ] }')
+    result = node.call(["lvchange", "--config", config, "--addtag", "slabvol.x=1",
+                        "slabvol/slab_a"])
+    assert_like(result, "lvchange_filter_merged")
+    assert result.stdout == capture("lvchange_filter_merged")["stdout"]
+    assert node.configs == [("lvchange", "backup { archive = 0 }")]
+    only_other = 'devices { filter = [ "a|^/dev/loop2$|", "r|.*|" ] }'
+    assert_like(node.call([*vgs("slabvol")[:1], "--config", only_other, *vgs("slabvol")[1:]]),
+                "vgs_filter_other_only")
+
+
+def test_learning_looks_like_real_lvm():
+    node = scoped_node()
+    learn = ["vgs", "--reportformat", "json", "-o", "pv_name", "slabvol"]
+    assert learn == capture("vgs_pv_names")["argv"]
+    assert node.call(learn).stdout == capture("vgs_pv_names")["stdout"]
+    missing = FakeNode(vg_name="nosuchvg", missing_vg=True).call(
+        ["vgs", "--reportformat", "json", "-o", "pv_name", "nosuchvg"])
+    assert_like(missing, "vgs_pv_names_nosuchvg")
+    assert missing.stdout == capture("vgs_pv_names_nosuchvg")["stdout"]
+    version = node.call(["lvm", "version"]).stdout.splitlines()
+    assert version == capture("lvm_version_boot4")["stdout"].splitlines()[:len(version)]
+
+
+
+def test_lvmconfig_looks_like_real_lvm():
+    """The boot-4 guest has no lvm.conf: `--typeconfig full` fails there."""
+    assert capture("lvmconfig_devices")["argv"] == list(DEVICES_FILE_ARGV)
+    assert_like(FakeNode(no_lvm_conf=True).call(list(DEVICES_FILE_ARGV)), "lvmconfig_devices")
