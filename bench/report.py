@@ -293,6 +293,30 @@ def format_phases(result):
     return "\n".join(lines)
 
 
+def markdown(table_rows):
+    """The table as Markdown, for the README."""
+    head = ("measure", "slabvol ms", "floor ms", "ratio", "goal", "met")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in table_rows]
+    return "\n".join(lines)
+
+
+def markdown_phases(result):
+    """Phases (median ms) as a Markdown table: one row per phase, one column per call."""
+    ops = [op for op in ("hit", "miss", "unmount")
+           if result.get("overhead", {}).get(op, {}).get("phases")]
+    order = []
+    for op in ops:
+        order += [k for k in result["overhead"][op]["phases"] if k not in order]
+    lines = ["| phase | " + " | ".join(ops) + " |", "|---|" + "---|" * len(ops)]
+    for phase in order:
+        cells = [result["overhead"][op]["phases"].get(phase) for op in ops]
+        lines.append(f"| {phase} | " + " | ".join(_ms(c) for c in cells) + " |")
+    sums = [sum(result["overhead"][op]["phases"].values()) for op in ops]
+    lines.append("| **sum** | " + " | ".join(_ms(c) for c in sums) + " |")
+    return "\n".join(lines)
+
+
 # -- the plot --------------------------------------------------------------------------------
 
 def svg_plot(series, title, xlabel="slabs in the volume group", ylabel="hit mount, ms",
@@ -390,6 +414,7 @@ def main(argv=None):
     parser.add_argument("json")
     parser.add_argument("--load-before", default=None)
     parser.add_argument("--load-after", default=None)
+    parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     parser.add_argument("--source", default=None, help="the checkout measured (git describe)")
     parser.add_argument("--load-file", default=None,
                         help="bench/run's samples: lines 'load L HH:MM:SS' and top processes")
@@ -409,6 +434,9 @@ def main(argv=None):
     if result.get("scale", {}).get("points"):
         with open(svg_path, "w") as handle:
             handle.write(scale_plot(result))
+    if args.markdown:
+        print(markdown(rows(result)) + "\n\n" + markdown_phases(result))
+        return 0
     print(format_table(rows(result)))
     print()
     print(format_phases(result))

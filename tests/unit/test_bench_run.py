@@ -155,6 +155,15 @@ def test_the_table_has_a_row_per_goal_with_its_verdict():
     assert "hit: interpreter 500, mount 200 (ms; sum 700)" in report.format_phases(RESULT)
 
 
+def test_markdown_tables_for_the_readme():
+    text = report.markdown(report.rows(RESULT))
+    assert text.splitlines()[1] == "|---|---|---|---|---|---|"
+    assert "| hit vs floor | 2600 | 2000 | 1.30 | <= 1.3 | yes |" in text
+    phases = report.markdown_phases(RESULT).splitlines()
+    assert phases[0] == "| phase | hit |"
+    assert phases[2:] == ["| interpreter | 500 |", "| mount | 200 |", "| **sum** | 700 |"]
+
+
 def test_the_table_leaves_out_what_was_not_measured():
     assert report.rows({}) == []
     assert report.format_table([]).count("\n") == 1
