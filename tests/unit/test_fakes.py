@@ -11,7 +11,7 @@ import pytest
 from slabvol import slab as S
 from slabvol.errors import CommandError
 from slabvol.lvm import LV_FIELDS, REPORT_FLAGS, VG_FIELDS, parse_report
-from slabvol.lvmscan import DEVICES_FILE_ARGV
+from slabvol.lvmscan import DEVICES_DEFAULT_ARGV, DEVICES_FILE_ARGV, parse_lvmconfig
 from slabvol.process import Result, Runner
 
 from fakes import FakeNode, free_slab
@@ -265,6 +265,15 @@ def test_learning_looks_like_real_lvm():
 
 
 def test_lvmconfig_looks_like_real_lvm():
-    """The boot-4 guest has no lvm.conf: `--typeconfig full` fails there."""
+    """The boot-4 guest has no lvm.conf: `--typeconfig full` fails there, the defaults
+    print commented out; with an lvm.conf that turns the devices file on, full says so."""
     assert capture("lvmconfig_devices")["argv"] == list(DEVICES_FILE_ARGV)
     assert_like(FakeNode(no_lvm_conf=True).call(list(DEVICES_FILE_ARGV)), "lvmconfig_devices")
+    for node, name, argv in [
+            (FakeNode(), "lvmconfig_devices_default", DEVICES_DEFAULT_ARGV),
+            (FakeNode(use_devicesfile=1), "lvmconfig_devices_enabled_no_file",
+             DEVICES_FILE_ARGV)]:
+        assert capture(name)["argv"] == list(argv)
+        real = parse_lvmconfig(capture(name)["stdout"])
+        fake = parse_lvmconfig(node.call(list(argv)).stdout)
+        assert fake == {k: real[k] for k in fake}
