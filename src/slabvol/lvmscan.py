@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Tuple
 
 from .errors import CommandError, ToolMissing
+from .files import replace_file
 
 DEVICES_OPTION = (2, 3, 12)  # the first lvm2 release with --devices and the devices file
 VERSION_ARGV = ("lvm", "version")
@@ -237,19 +238,7 @@ class DeviceScan:
         if not self._dir_is_safe(create=True):
             return
         text = json.dumps(dict(scope.to_json(), vg=self.vg)) + "\n"
-        tmp = f"{self.path}.{os.getpid()}.tmp"  # replaced whole: a reader never sees half
         try:
-            try:
-                os.unlink(tmp)  # left by a killed process that had our pid
-            except FileNotFoundError:
-                pass
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, self.path)
+            replace_file(self.path, text, 0o600)  # a reader (status) never sees half
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass  # only a cache: the next call learns again
+            pass  # only a cache: the next call learns again
