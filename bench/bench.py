@@ -265,7 +265,8 @@ def add_fillers(vg, total, work):
         text = report.clone_lvs(text, template, names)
         with open(meta, "w") as handle:
             handle.write(text)
-        sh("vgcfgrestore", "-q", "-f", meta, vg)
+        # vgchange -an can leave LVs active in the VM; only LVs are added, so go ahead
+        sh("vgcfgrestore", "--yes", "-q", "-f", meta, vg, input="y\n")
     sh("vgchange", "-q", "-ay", vg)
 
 
@@ -585,7 +586,11 @@ def main():
             if phase_name == "devices" and not args.devices:
                 continue
             phase = time.monotonic()
-            fn()
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - keep what the other phases measured
+                say(f"{phase_name} failed: {exc!r}")
+                bench.result.setdefault("errors", {})[phase_name] = repr(exc)
             durations[phase_name] = time.monotonic() - phase
         if args.dind_repeat:
             tarball = f"{work}/image.tar"
