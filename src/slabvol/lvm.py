@@ -234,3 +234,35 @@ class Lvm:
         except LvNotFound:
             return False
         return True
+
+    # The whole VG: what install.sh does with --disk, --loopback and --purge.
+    def create_vg(self, device):
+        self._run(["vgcreate", self.vg, device])
+
+    def activate_vg(self):
+        self._run(["vgchange", "--activate", "y", self.vg])
+
+    def remove_vg(self):
+        """vgremove of a VG without LVs (LVM would ask before removing LVs)."""
+        self._run(["vgremove", self.vg])
+
+
+PVS_ARGV = ("pvs", "--reportformat", "json", "-o", "pv_name,vg_name")
+
+
+def physical_volumes(runner):
+    """{device: VG name ("" for a PV of no VG)} of every PV LVM sees."""
+    try:
+        return {row["pv_name"]: row["vg_name"] for element in
+                json.loads(runner.run(list(PVS_ARGV)).stdout)["report"] for row in element["pv"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SlabvolError(f"could not parse LVM's list of physical volumes ({exc}); run "
+                           f"`pvs` by hand to see what LVM says") from None
+
+
+def create_pv(runner, device, metadata_size):
+    runner.run(["pvcreate", "--metadatasize", metadata_size, device])
+
+
+def remove_pv(runner, device):
+    runner.run(["pvremove", device])

@@ -323,3 +323,38 @@ def test_not_found_about_another_lv_or_vg_is_not_ours():
     with pytest.raises(CommandError) as caught:
         Lvm(Replay((5, "", other_vg)), "slabvol").remove("slab_a")
     assert not isinstance(caught.value, VgNotFound)
+
+
+# -- whole PVs and VGs (install.sh) ------------------------------------------------------
+
+def test_physical_volumes_lists_every_pv_with_its_vg():
+    from slabvol.lvm import physical_volumes
+    rows = [{"pv_name": "/dev/loop0", "vg_name": "slabvol"}, {"pv_name": "/dev/xvdz",
+                                                             "vg_name": ""}]
+    runner = Replay((0, report_json("pv", rows), ""))
+    assert physical_volumes(runner) == {"/dev/loop0": "slabvol", "/dev/xvdz": ""}
+    assert runner.calls == [["pvs", "--reportformat", "json", "-o", "pv_name,vg_name"]]
+    with pytest.raises(SlabvolError, match="run `pvs` by hand"):
+        physical_volumes(Replay((0, "  Scanning...\n", "")))
+    with pytest.raises(CommandError):
+        physical_volumes(Replay((5, "", "  Device-mapper failed\n")))
+
+
+def test_pv_and_vg_commands_build_these_argv():
+    from slabvol.lvm import create_pv, remove_pv
+    runner = Replay("setup_pvcreate", "setup_vgcreate", OK, OK, OK)
+    create_pv(runner, "/dev/loop0", "64m")
+    lvm = Lvm(runner, "slabvol")
+    lvm.create_vg("/dev/loop0")
+    lvm.activate_vg()
+    lvm.remove_vg()
+    remove_pv(runner, "/dev/loop0")
+    assert runner.calls == [["pvcreate", "--metadatasize", "64m", "/dev/loop0"],
+                            ["vgcreate", "slabvol", "/dev/loop0"],
+                            ["vgchange", "--activate", "y", "slabvol"],
+                            ["vgremove", "slabvol"], ["pvremove", "/dev/loop0"]]
+
+
+def test_a_vg_command_on_a_missing_vg_raises_vg_not_found():
+    with pytest.raises(VgNotFound):
+        Lvm(Replay("lvremove_nosuchvg"), "nosuchvg").remove_vg()
