@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from slabvol.config import DEFAULT_PATH, Config, config_path, load
+from slabvol.config import Config, load
 from slabvol.errors import ConfigError
 
 PATH = "/etc/slabvol/slabvol.conf"
@@ -18,19 +18,11 @@ def write(fs):
     return write
 
 
-def test_a_missing_file_means_the_defaults(fs):
-    assert load(PATH) == Config(path=PATH)
-
-
-def test_the_defaults_are_the_documented_ones():
-    c = Config()
+def test_a_missing_file_means_the_documented_defaults(fs):
+    c = load(PATH)
+    assert c == Config(path=PATH)
     assert (c.volume_group, c.kubelet_dir, c.prune_used_percent, c.cache_scope, c.log_file) == (
         "slabvol", "/var/lib/kubelet", 50.0, "namespace", "/var/log/slabvol.log")
-
-
-def test_the_default_path_is_etc_slabvol():
-    assert DEFAULT_PATH == "/etc/slabvol/slabvol.conf"
-    assert config_path({}) == DEFAULT_PATH
 
 
 def test_slabvol_config_points_at_another_file(write):
@@ -39,9 +31,11 @@ def test_slabvol_config_points_at_another_file(write):
     assert (config.volume_group, config.path) == ("other", "/srv/my.conf")
 
 
-def test_an_empty_slabvol_config_means_the_default_path(write):
+@pytest.mark.parametrize("environ", [{}, {"SLABVOL_CONFIG": ""}], ids=["unset", "empty"])
+def test_without_slabvol_config_etc_slabvol_is_read(write, environ):
     write("[slabvol]\nvolume_group = fromdefault\n")
-    assert load(environ={"SLABVOL_CONFIG": ""}).volume_group == "fromdefault"
+    config = load(environ=environ)
+    assert (config.volume_group, config.path) == ("fromdefault", "/etc/slabvol/slabvol.conf")
 
 
 def test_every_key_is_read_and_typed(write):
