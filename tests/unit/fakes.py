@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from slabvol import slab as S
-from slabvol.lvm import LV_FIELDS, REPORT_FLAGS, VG_FIELDS, report_argv
+from slabvol.lvm import LV_FIELDS, PVS_ARGV, REPORT_FLAGS, VG_FIELDS, report_argv
 from slabvol.mounts import Mount, MountTable
 from slabvol.process import Result, Runner
 
@@ -160,6 +160,8 @@ class FakeNode(Runner):
     lvm_version: str = "2.03.16(2) (2022-05-18)"
     use_devicesfile: int = 0  # Debian's build; lvmscan also looks for the file itself
     no_lvm_conf: bool = False  # `lvmconfig --typeconfig full` fails without one
+    # PVs outside this VG (install.sh's disks): device -> the VG they belong to, "" for none.
+    other_pvs: dict = field(default_factory=dict)
 
     # -- the Runner interface ------------------------------------------------------------
 
@@ -175,10 +177,7 @@ class FakeNode(Runner):
         if program in self.failures:
             rc, stderr = self.failures.pop(program)
             return Result(tuple(full), rc, "", stderr)
-        handler = {"vgs": self._vgs, "lvcreate": self._lvcreate, "lvchange": self._lvchange,
-                   "lvremove": self._lvremove, "mkfs.ext4": self._mkfs, "mkfs.xfs": self._mkfs,
-                   "mount": self._mount, "umount": self._umount, "lvm": self._lvm,
-                   "lvmconfig": self._lvmconfig}.get(program)
+        handler = self._handler(argv)
         if handler is None:
             raise AssertionError(f"the fake node does not know {argv}")
         rc, stdout, stderr = self._narrowed(handler, argv, scope)
@@ -187,6 +186,14 @@ class FakeNode(Runner):
             raise Crash(f"killed right after {argv}")
         return Result(tuple(full), rc, stdout, stderr)
 
+    def _handler(self, argv):
+        """The method that answers ``argv`` (a subclass adds programs), or None."""
+        return {"vgs": self._vgs, "lvcreate": self._lvcreate, "lvchange": self._lvchange,
+                "lvremove": self._lvremove, "mkfs.ext4": self._mkfs, "mkfs.xfs": self._mkfs,
+                "mount": self._mount, "umount": self._umount, "lvm": self._lvm,
+                "lvmconfig": self._lvmconfig, "pvs": self._pvs, "pvcreate": self._pvcreate,
+                "vgcreate": self._vgcreate, "vgchange": self._vgchange,
+                "vgremove": self._vgremove, "pvremove": self._pvremove}.get(argv[0])
 
     # -- the device scope (--devices, a devices/filter in --config; issue 10) ------------
 
@@ -323,9 +330,9 @@ class FakeNode(Runner):
         used = {lv.minor for lv in self.lvs.values()}
         return next(m for m in range(1000) if m not in used)  # dm reuses minors
 
-    def _no_vg(self):
-        return (5, "", f'  Volume group "{self.vg_name}" not found\n'
-                       f"  Cannot process volume group {self.vg_name}\n")
+    def _no_vg(self, name=None):
+        name = name or self.vg_name
+        return 5, "", f'  Volume group "{name}" not found\n  Cannot process volume group {name}\n'
 
     def _lv_arg(self, text):
         vg, _, name = text.partition("/")
@@ -367,9 +374,9 @@ class FakeNode(Runner):
     def _fullreport(self, argv):
         """``lvm fullreport`` as lvm.report_argv builds it: the VG's row even without LVs
         (captured: fullreport_empty, fullreport_three, fullreport_nosuchvg)."""
-        assert argv == report_argv(self.vg_name), argv
-        if self.missing_vg:
-            rc, _, stderr = self._no_vg()
+        assert argv == report_argv(argv[-1]), argv
+        if self.missing_vg or argv[-1] != self.vg_name:
+            rc, _, stderr = self._no_vg(argv[-1])
             return rc, full_report_json(None), stderr
         vg = {"vg_name": self.vg_name, "vg_size": str(self.vg_size),
               "vg_free": str(self.free), "vg_extent_size": str(self.extent_size)}
@@ -387,7 +394,7 @@ class FakeNode(Runner):
             start += lv.size // self.extent_size
         starts += [start] if self.free else []
         return 0, full_report_json([
-            ("vg", [vg]), ("pv", [{"pv_name": "/dev/loop0"}]), ("lv", lvs),
+            ("vg", [vg]), ("pv", [{"pv_name": name} for _, name in self.pvs]), ("lv", lvs),
             ("pvseg", [{"pvseg_start": str(s)} for s in starts]),
             ("seg", [{"seg_start": "0"} for _ in lvs])]), ""
 
@@ -511,3 +518,62 @@ class FakeNode(Runner):
             return 32, "", f"umount: {target}: not mounted.\n"
         self.mounts.remove(mount)
         return 0, "", ""
+
+    # -- whole PVs and VGs (install.sh). Output as captured where there is a capture
+    # (setup_pvcreate, setup_vgcreate); pvs, vgchange, vgremove and pvremove were not
+    # captured: their success lines are LVM 2.03's (tools/pvremove.c, vgremove.c, ...).
+
+    def pv_owners(self):
+        """{device: VG name or ""} of every PV, as ``pvs`` lists them."""
+        mine = {} if self.missing_vg else {name: self.vg_name for _, name in self.pvs}
+        return {**mine, **self.other_pvs}
+
+    def make_vg(self, device, name=None):
+        """The VG (now named ``name``) exists on ``device``, without LVs unless it had some."""
+        self.other_pvs.pop(device, None)
+        self.vg_name, self.missing_vg = name or self.vg_name, False
+        self.pvs = [(f"uuid-of-{device}", device)]
+
+    def _pvs(self, argv):
+        assert argv == list(PVS_ARGV), argv
+        rows = [{"pv_name": pv, "vg_name": vg} for pv, vg in sorted(self.pv_owners().items())]
+        return 0, report_json("pv", rows), ""
+
+    def _pvcreate(self, argv):
+        assert argv[:2] == ["pvcreate", "--metadatasize"] and len(argv) == 4, argv
+        assert argv[3] not in self.pv_owners(), argv
+        self.other_pvs[argv[3]] = ""
+        return 0, f'  Physical volume "{argv[3]}" successfully created.\n', ""
+
+    def _vgcreate(self, argv):
+        _, name, device = argv
+        assert self.other_pvs.get(device) == "", argv
+        if self.missing_vg:  # this fake's one VG with LVs
+            self.make_vg(device, name)
+        else:
+            self.other_pvs[device] = name
+        return 0, f'  Volume group "{name}" successfully created\n', ""
+
+    def _vgchange(self, argv):
+        assert argv[:3] == ["vgchange", "--activate", "y"] and len(argv) == 4, argv
+        if self.missing_vg or argv[3] != self.vg_name:
+            return self._no_vg(argv[3])
+        for lv in self.lvs.values():
+            lv.active = True
+        return 0, (f'  {len(self.lvs)} logical volume(s) in volume group "{self.vg_name}" '
+                   f"now active\n"), ""
+
+    def _vgremove(self, argv):
+        _, name = argv
+        if self.missing_vg or name != self.vg_name:
+            return self._no_vg(name)
+        assert not self.lvs, "vgremove without --force asks before removing LVs"
+        self.other_pvs.update({device: "" for _, device in self.pvs})
+        self.missing_vg, self.pvs = True, []
+        return 0, f'  Volume group "{name}" successfully removed\n', ""
+
+    def _pvremove(self, argv):
+        _, device = argv
+        assert self.other_pvs.get(device) == "", argv  # a PV of no VG
+        del self.other_pvs[device]
+        return 0, f'  Labels on physical volume "{device}" successfully wiped.\n', ""

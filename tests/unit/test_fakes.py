@@ -10,7 +10,7 @@ import pytest
 
 from slabvol import slab as S
 from slabvol.errors import CommandError
-from slabvol.lvm import LV_FIELDS, REPORT_FLAGS, VG_FIELDS, parse_report
+from slabvol.lvm import LV_FIELDS, REPORT_FLAGS, VG_FIELDS, parse_report, report_argv
 from slabvol.lvmscan import DEVICES_DEFAULT_ARGV, DEVICES_FILE_ARGV, parse_lvmconfig
 from slabvol.process import Result, Runner
 
@@ -277,3 +277,21 @@ def test_lvmconfig_looks_like_real_lvm():
         real = parse_lvmconfig(capture(name)["stdout"])
         fake = parse_lvmconfig(node.call(list(argv)).stdout)
         assert fake == {k: real[k] for k in fake}
+
+
+def test_creating_a_vg_looks_like_real_lvm():
+    node = FakeNode(missing_vg=True, pvs=[])
+    pvcreate = node.call(["pvcreate", "--metadatasize", "64m", "/dev/loop0"])
+    vgcreate = node.call(["vgcreate", "slabvol", "/dev/loop0"])
+    for result, name in ((pvcreate, "setup_pvcreate"), (vgcreate, "setup_vgcreate")):
+        assert_like(result, name)
+        assert result.stdout == capture(name)["stdout"]
+    assert node.pv_owners() == {"/dev/loop0": "slabvol"}
+    assert parse_report(node.call(report_argv("slabvol")).stdout, "slabvol")[1] == []
+
+
+@pytest.mark.parametrize("argv", [["vgchange", "--activate", "y", "nosuchvg"],
+                                  ["vgremove", "nosuchvg"]])
+def test_vg_commands_on_a_missing_vg_fail_like_real_lvm(argv):
+    assert_like(FakeNode().call(argv), "vgs_nosuchvg")
+

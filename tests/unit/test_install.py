@@ -1,9 +1,9 @@
 """install.sh and its logic (slabvol.install) against a fake root and a fake node.
 
-Every test gets a temp dir as the node's ``/`` (``--root``) and a ``FakeInstallNode``
-standing in for ``process.Runner``: a small model of LVM (PVs, VGs, tagged LVs), loop
-devices, wipefs/lsblk/blkid answers, systemd and the Python interpreters, which answers
-the exact argv forms slabvol.install builds and fails the test on anything else. Kubelet
+Every test gets a temp dir as the node's ``/`` (``--root``) and an ``InstallNode`` standing
+in for ``process.Runner``: the driver tests' FakeNode (LVM as captured on real LVM) plus loop
+devices, wipefs/lsblk/blkid answers, systemd and the Python interpreters; it answers the
+exact argv forms slabvol.install builds and fails the test on anything else. Kubelet
 command lines are injected (or written to the fake root's /proc). Nothing needs root,
 LVM or the network; the real-LVM checks are in docs/operations.md ("Testing the
 installer for real").
@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -29,9 +30,10 @@ from slabvol.install.layout import (
 from slabvol.install.options import Options, human_size, parse_size
 from slabvol.packages import LVM_TOOLS
 from slabvol.install.runtime import IMPORT_CHECK
-from slabvol.install.volume_group import METADATA_SIZE, PARTITION_TABLES
-from slabvol.lvm import REPORT_FLAGS
-from slabvol.process import Result, Runner
+from slabvol.install.volume_group import PARTITION_TABLES
+from slabvol.lvm import STRUCTURAL
+
+from fakes import FakeNode
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 DEFAULT_EXE = f"{DEFAULT_PLUGIN_DIR}/ax~vol_plugin/vol_plugin"
@@ -41,57 +43,36 @@ ROCKY = 'NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\n'
 CHANGING = {"pvcreate", "vgcreate", "vgremove", "pvremove", "lvremove", "vgchange"}
 
 
-def vg_missing(vg):
-    return f'  Volume group "{vg}" not found\n  Cannot process volume group {vg}\n'
+@dataclass
+class InstallNode(FakeNode):
+    """The driver tests' fake node (LVM as captured on real LVM, tests/unit/fakes.py),
+    starting without a volume group, plus what install.sh runs besides LVM: wipefs, lsblk
+    and blkid answers, loop devices, systemd and the Python interpreters."""
 
+    root: str = "/"
+    missing_vg: bool = True
+    pvs: list = field(default_factory=list)
+    signatures: dict = field(default_factory=dict)  # device or file -> wipefs signatures
+    lsblk: dict = field(default_factory=dict)  # device -> lsblk tree (default: a bare disk)
+    loops: dict = field(default_factory=dict)  # /dev/loopN -> backing file
+    loop_vgs: dict = field(default_factory=dict)  # backing file -> the VG of its LVM label
+    enabled: set = field(default_factory=set)
+    active: set = field(default_factory=set)
+    wipefs_json: bool = True
+    venv_module: bool = True
+    python_has_slabvol: set = field(default_factory=set)  # interpreters that import slabvol
+    init_answer: tuple = None  # None: a correct init; else (rc, stdout)
+    init_checked: list = field(default_factory=list)  # (temp file, final file content then)
+    gc_runs: list = field(default_factory=list)  # the driver executables run with `gc`
+    gc_answer: tuple = None  # None: gc succeeds; else (rc, stdout, stderr)
 
-class FakeInstallNode(Runner):
-    """``run`` is the real Runner's (raise on failure); only ``call`` is faked."""
-
-    """The node as slabvol.install sees it through the runner."""
-
-    def __init__(self, root):
-        self.root = root
-        self.calls = []
-        self.pvs = {}  # device -> VG name ("" for a PV without VG)
-        self.lvs = {}  # VG -> [{"name", "tags", "minor"}]
-        self.signatures = {}  # device or file -> [wipefs signature dicts]
-        self.lsblk = {}  # device -> lsblk tree (default: a bare disk)
-        self.loops = {}  # /dev/loopN -> backing file
-        self.loop_vgs = {}  # backing file -> VG its LVM label belongs to (seen once attached)
-        self.enabled, self.active = set(), set()
-        self.wipefs_json = True
-        self.venv_module = True
-        self.python_has_slabvol = set()  # interpreters that import slabvol
-        self.init_answer = None  # None: a correct init; else (rc, stdout)
-        self.init_checked = []  # (temp file, final file content at that moment)
-        self.fail = {}  # program -> (rc, stderr), one-shot
-        self.gc_runs = []  # the driver executables run with `gc`
-        self.gc_answer = None  # None: gc succeeds; else (rc, stdout, stderr)
-
-    # -- the Runner interface ------------------------------------------------------------
-
-    def call(self, argv):
-        argv = [str(a) for a in argv]
-        self.calls.append(argv)
-        prog = os.path.basename(argv[0])
-        if prog in self.fail:
-            rc, err = self.fail.pop(prog)
-            return Result(tuple(argv), rc, "", err)
-        rc, out, err = self.handle(argv)
-        return Result(tuple(argv), rc, out, err)
-
-
-    # -- the commands --------------------------------------------------------------------
-
-    def handle(self, argv):
+    def _handler(self, argv):
         prog = os.path.basename(argv[0])
         if argv[0] == sys.executable or prog.startswith("python") or argv[-1:] == ["init"]:
-            return self.python(argv)
-        handler = getattr(self, "cmd_" + prog.replace(".", "_"), None)
-        if handler is None:
-            pytest.fail(f"unexpected command {argv}")
-        return handler(argv)
+            return self.python
+        return {"lsblk": self._lsblk, "wipefs": self._wipefs, "blkid": self._blkid,
+                "losetup": self._losetup, "udevadm": self._udevadm,
+                "systemctl": self._systemctl}.get(prog) or super()._handler(argv)
 
     def python(self, argv):
         if argv[1:] == ["-m", "ensurepip", "--version"]:
@@ -122,43 +103,17 @@ class FakeInstallNode(Runner):
             return 0, json.dumps({"status": "Success", "capabilities": {}}) + "\n", ""
         pytest.fail(f"unexpected python call {argv}")
 
-    def cmd_pvs(self, argv):
-        assert argv == ["pvs", "--reportformat", "json", "-o", "pv_name,vg_name"]
-        rows = [{"pv_name": d, "vg_name": vg} for d, vg in sorted(self.pvs.items())]
-        return 0, json.dumps({"report": [{"pv": rows}]}), ""
+    def _pvcreate(self, argv):
+        if self.signatures.get(argv[-1]):  # pvcreate asks, and stdin is /dev/null
+            return 5, "", f"  WARNING: signature detected on {argv[-1]}. Wipe it? [y/n]: [n]\n"
+        return super()._pvcreate(argv)
 
-    def cmd_vgs(self, argv):
-        assert argv[1:1 + len(REPORT_FLAGS)] == list(REPORT_FLAGS), argv
-        vg = argv[-1]
-        if vg not in set(self.pvs.values()) - {""}:
-            return 5, "", vg_missing(vg)
-        base = {"vg_name": vg, "vg_size": str(10240 * MIB), "vg_free": str(8192 * MIB),
-                "vg_extent_size": str(4 * MIB)}
-        if "lv_name" not in argv[-2]:
-            return 0, json.dumps({"report": [{"vg": [base]}]}), ""
-        rows = [dict(base, lv_name=lv["name"], lv_path=f"/dev/{vg}/{lv['name']}",
-                     lv_size=str(1024 * MIB), lv_tags=",".join(lv["tags"]),
-                     lv_active="active", lv_kernel_major="254",
-                     lv_kernel_minor=str(lv["minor"]))
-                for lv in self.lvs.get(vg, [])]
-        return 0, json.dumps({"report": [{"vg": rows}]}), ""
+    def _vgcreate(self, argv):
+        if argv[2] in self.loops:
+            self.loop_vgs[self.loops[argv[2]]] = argv[1]
+        return super()._vgcreate(argv)
 
-    def cmd_lvm(self, argv):
-        """``lvm fullreport`` (lvm.Lvm.report): the VG's row, its LVs in a section of their own."""
-        assert argv[:2] == ["lvm", "fullreport"], argv
-        assert argv[2:2 + len(REPORT_FLAGS)] == list(REPORT_FLAGS), argv
-        vg = argv[-1]
-        if vg not in set(self.pvs.values()) - {""}:
-            return 5, "", vg_missing(vg)
-        base = {"vg_name": vg, "vg_size": str(10240 * MIB), "vg_free": str(8192 * MIB),
-                "vg_extent_size": str(4 * MIB)}
-        lvs = [dict(lv_name=lv["name"], lv_path=f"/dev/{vg}/{lv['name']}",
-                    lv_size=str(1024 * MIB), lv_tags=",".join(lv["tags"]), lv_active="active",
-                    lv_kernel_major="254", lv_kernel_minor=str(lv["minor"]))
-               for lv in self.lvs.get(vg, [])]
-        return 0, json.dumps({"report": [{"vg": [base], "lv": lvs}]}), ""
-
-    def cmd_lsblk(self, argv):
+    def _lsblk(self, argv):
         assert argv[:-1] == ["lsblk", "--json", "--paths", "-o", "NAME,TYPE,FSTYPE,MOUNTPOINT"]
         dev = argv[-1]
         if not os.path.exists(self.root + dev):
@@ -167,7 +122,7 @@ class FakeInstallNode(Runner):
                                     "mountpoint": None})
         return 0, json.dumps({"blockdevices": [tree]}), ""
 
-    def cmd_wipefs(self, argv):
+    def _wipefs(self, argv):
         target = argv[-1]
         if argv[1:3] == ["--no-act", "--json"]:
             if not self.wipefs_json:
@@ -175,14 +130,11 @@ class FakeInstallNode(Runner):
             return 0, json.dumps({"signatures": self.signatures.get(target, [])}), ""
         assert argv == ["wipefs", "--all", target], argv
         self.signatures.pop(target, None)
-        if target in self.pvs:
-            del self.pvs[target]
-        for back, _ in list(self.loop_vgs.items()):
-            if self.loops.get(target) == back:
-                del self.loop_vgs[back]
+        self.other_pvs.pop(target, None)
+        self.loop_vgs.pop(self.loops.get(target), None)
         return 0, "", ""
 
-    def cmd_blkid(self, argv):
+    def _blkid(self, argv):
         assert argv[1:4] == ["--probe", "--output", "export"], argv
         sigs = self.signatures.get(argv[-1], [])
         if not sigs:
@@ -193,70 +145,37 @@ class FakeInstallNode(Runner):
             lines.append(f"{key}={sig['type']}")
         return 0, "\n".join(lines) + "\n", ""
 
-    def cmd_pvcreate(self, argv):
-        assert argv[:3] == ["pvcreate", "--metadatasize", METADATA_SIZE], argv
-        dev = argv[3]
-        if self.signatures.get(dev):
-            return 5, "", f"  WARNING: signature detected on {dev}. Wipe it? [y/n]: [n]\n"
-        self.pvs[dev] = ""
-        return 0, f'  Physical volume "{dev}" successfully created.\n', ""
-
-    def cmd_vgcreate(self, argv):
-        _, vg, dev = argv
-        self.pvs[dev] = vg
-        if dev in self.loops:
-            self.loop_vgs[self.loops[dev]] = vg
-        return 0, f'  Volume group "{vg}" successfully created\n', ""
-
-    def cmd_vgchange(self, argv):
-        assert argv[:3] == ["vgchange", "--activate", "y"], argv
-        return 0, "  0 logical volume(s) in volume group now active\n", ""
-
-    def cmd_lvremove(self, argv):
-        assert argv[:2] == ["lvremove", "--yes"], argv
-        vg, name = argv[2].split("/")
-        self.lvs[vg] = [lv for lv in self.lvs.get(vg, []) if lv["name"] != name]
-        return 0, f'  Logical volume "{name}" successfully removed.\n', ""
-
-    def cmd_vgremove(self, argv):
-        _, vg = argv
-        assert not self.lvs.get(vg), "vgremove only runs on an empty VG"
-        for dev, owner in list(self.pvs.items()):
-            if owner == vg:
-                self.pvs[dev] = ""
-        for back, owner in list(self.loop_vgs.items()):
-            if owner == vg:
-                del self.loop_vgs[back]
-        return 0, "", ""
-
-    def cmd_pvremove(self, argv):
-        _, dev = argv
-        assert self.pvs.get(dev) == "", "pvremove only on a PV without VG"
-        del self.pvs[dev]
-        return 0, "", ""
-
-    def cmd_losetup(self, argv):
+    def _losetup(self, argv):
         if argv[1:] == ["--list", "--json", "--output", "NAME,BACK-FILE"]:
             rows = [{"name": n, "back-file": f} for n, f in sorted(self.loops.items())]
             return 0, json.dumps({"loopdevices": rows}) if rows else "", ""
         if argv[1:3] == ["--find", "--show"]:
             name = f"/dev/loop{len(self.loops)}"
             self.loops[name] = argv[3]
-            if argv[3] in self.loop_vgs:  # the LVM label becomes visible as a PV
-                self.pvs[name] = self.loop_vgs[argv[3]]
+            owner = self.loop_vgs.get(argv[3])  # the LVM label becomes visible as a PV
+            if owner == self.vg_name and self.missing_vg:
+                self.make_vg(name)
+            elif owner is not None:
+                self.other_pvs[name] = owner
             return 0, name + "\n", ""
         if argv[1] == "--detach":
-            back = self.loops.pop(argv[2])
-            self.pvs.pop(argv[2], None)
-            assert back
+            assert self.loops.pop(argv[2])
+            self.other_pvs.pop(argv[2], None)
+            if argv[2] in [device for _, device in self.pvs]:
+                self.reboot()
             return 0, "", ""
         pytest.fail(f"unexpected losetup call {argv}")
 
-    def cmd_udevadm(self, argv):
+    def reboot(self):
+        """The loop devices are gone, and with them the VG on them (until attached)."""
+        self.loops.clear()
+        self.missing_vg, self.pvs = True, []
+
+    def _udevadm(self, argv):
         assert argv[1] == "settle"
         return 0, "", ""
 
-    def cmd_systemctl(self, argv):
+    def _systemctl(self, argv):
         verb, unit = argv[1], (argv[2] if len(argv) > 2 else None)
         if verb == "daemon-reload":
             return 0, "", ""
@@ -329,7 +248,7 @@ class Env:
     def __init__(self, tmp_path):
         self.root = str(tmp_path / "node")
         os.makedirs(self.root)
-        self.node = FakeInstallNode(self.root)
+        self.node = InstallNode(root=self.root)
         self.missing_tools = set()
         self.processes = []
         self.free = 100 * 1024 ** 3
@@ -422,7 +341,7 @@ def test_parse_size_understands_binary_suffixes():
 
 def test_without_root_privileges_it_refuses_before_doing_anything(monkeypatch, capsys):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    node = FakeInstallNode("/")
+    node = InstallNode()
     assert install_main(["--source", REPO, "--skip-vg"], runner=node, processes=[]) == 1
     assert "run it as root" in capsys.readouterr().err
     assert node.calls == []
@@ -500,7 +419,7 @@ def test_an_empty_disk_becomes_the_volume_group_with_room_for_many_slabs(env):
     assert env.node.commands("vgcreate") == [["vgcreate", "slabvol", dev]]
     assert env.node.commands("wipefs")[0] == ["wipefs", "--no-act", "--json", dev]
     assert ["wipefs", "--all", dev] not in env.node.calls
-    assert env.node.pvs == {dev: "slabvol"}
+    assert env.node.pv_owners() == {dev: "slabvol"}
 
 
 def test_the_volume_group_name_comes_from_the_config(env):
@@ -531,7 +450,7 @@ def test_a_disk_holding_something_is_refused_saying_what_was_found(env, signatur
 
 def test_a_disk_of_another_volume_group_is_refused_naming_it(env):
     dev = env.disk()
-    env.node.pvs[dev] = "data_vg"
+    env.node.other_pvs[dev] = "data_vg"
     env.node.signatures[dev] = [{"type": "LVM2_member", "offset": "0x218"}]
     assert env.run("--disk", dev) == 1
     assert "LVM metadata of another volume group, 'data_vg'" in env.err
@@ -541,7 +460,7 @@ def test_a_disk_of_another_volume_group_is_refused_naming_it(env):
 
 def test_a_physical_volume_without_volume_group_is_refused(env):
     dev = env.disk()
-    env.node.pvs[dev] = ""
+    env.node.other_pvs[dev] = ""
     assert env.run("--disk", dev) == 1
     assert "an LVM physical volume that belongs to no volume group" in env.err
     refused(env)
@@ -577,7 +496,7 @@ def test_a_disk_in_use_is_refused_even_with_force(env, tree, blocker):
 
 def test_force_wipes_the_signatures_first(env):
     dev = env.disk()
-    env.node.pvs[dev] = "old_vg"
+    env.node.other_pvs[dev] = "old_vg"
     env.node.signatures[dev] = [{"type": "LVM2_member", "offset": "0x218"}]
     assert env.run("--disk", dev, "--force") == 0, env.err
     assert "warning: --force: wiping LVM metadata of another volume group, 'old_vg'" in env.err
@@ -605,7 +524,7 @@ def test_a_device_that_does_not_exist_is_refused(env):
 
 def test_a_volume_group_already_on_the_disk_is_left_alone(env):
     dev = env.disk()
-    env.node.pvs[dev] = "slabvol"
+    env.node.make_vg(dev)
     env.node.signatures[dev] = [{"type": "LVM2_member", "offset": "0x218"}]
     assert env.run("--disk", dev) == 0, env.err
     assert "unchanged: volume group slabvol already on /dev/xvdz" in env.out
@@ -615,7 +534,7 @@ def test_a_volume_group_already_on_the_disk_is_left_alone(env):
 
 def test_the_volume_group_on_another_disk_is_not_extended(env):
     dev = env.disk()
-    env.node.pvs["/dev/xvdy"] = "slabvol"
+    env.node.make_vg("/dev/xvdy")
     assert env.run("--disk", dev) == 1
     assert "already exists on /dev/xvdy" in env.err and "vgextend slabvol /dev/xvdz" in env.err
     refused(env)
@@ -629,14 +548,14 @@ def test_without_a_volume_group_and_without_disk_or_loopback_it_says_what_to_do(
 
 
 def test_an_upgrade_run_keeps_the_existing_volume_group(env):
-    env.node.pvs["/dev/xvdz"] = "slabvol"
+    env.node.make_vg("/dev/xvdz")
     assert env.run() == 0, env.err
     assert "unchanged: volume group slabvol exists on /dev/xvdz" in env.out
 
 
 def test_a_failed_vgcreate_leaves_no_physical_volume_behind(env):
     dev = env.disk()
-    env.node.fail["vgcreate"] = (5, "  vgcreate failed for some reason\n")
+    env.node.failures["vgcreate"] = (5, "  vgcreate failed for some reason\n")
     assert env.run("--disk", dev) == 1
     assert "could not create volume group slabvol on /dev/xvdz" in env.err
     assert "vgcreate failed for some reason" in env.err
@@ -683,8 +602,7 @@ def test_after_a_reboot_the_loop_file_is_attached_and_activated_not_recreated(en
     assert env.run("--loopback", "--size", "1G") == 0, env.err
     # reboot: the loop device is gone, the file keeps its LVM label
     image = env.path(DEFAULT_LOOP_FILE)
-    env.node.loops.clear()
-    env.node.pvs.clear()
+    env.node.reboot()
     env.node.signatures[image] = [{"type": "LVM2_member", "offset": "0x218"}]
     env.node.calls.clear()
     assert env.run("--loopback") == 0, env.err
@@ -731,7 +649,7 @@ def test_a_loop_file_bigger_than_the_free_space_is_refused_unless_forced(env):
 
 
 def test_a_failed_vgcreate_on_a_new_loop_file_undoes_the_file_and_the_loop(env):
-    env.node.fail["vgcreate"] = (5, "  no\n")
+    env.node.failures["vgcreate"] = (5, "  no\n")
     assert env.run("--loopback", "--size", "1G") == 1
     assert "could not create volume group" in env.err
     assert env.node.loops == {}
@@ -747,7 +665,7 @@ def test_loopback_without_systemd_warns_how_to_reattach_at_boot(env):
 
 
 def test_loopback_when_the_volume_group_is_on_a_disk_is_refused(env):
-    env.node.pvs["/dev/xvdz"] = "slabvol"
+    env.node.make_vg("/dev/xvdz")
     assert env.run("--loopback") == 1
     assert "already exists on /dev/xvdz" in env.err
     refused(env)
@@ -934,7 +852,7 @@ def test_an_existing_config_with_another_kubelet_dir_is_warned_about(env):
 # -- config, idempotency -----------------------------------------------------------------------
 
 def test_the_default_config_lists_every_key_commented_out_and_loads_as_the_defaults(tmp_path):
-    keys = {f.name for f in config_mod.fields(config_mod.Config)} - {"path"}
+    keys = set(config_mod.DEFAULTS)
     assert set(CONFIG_HELP) == keys
     text = default_config_text()
     for key in keys:
@@ -951,7 +869,7 @@ def test_the_default_config_lists_every_key_commented_out_and_loads_as_the_defau
 
 
 def test_the_config_is_written_once_and_never_overwritten(env):
-    env.node.pvs["/dev/xvdz"] = "slabvol"
+    env.node.make_vg("/dev/xvdz")
     assert env.run() == 0, env.err
     conf = env.path("/etc/slabvol/slabvol.conf")
     assert "# volume_group = slabvol" in read(conf)
@@ -1111,17 +1029,13 @@ def test_a_foreign_file_at_the_symlink_path_is_left_alone(env):
 def installed_loopback_with_slabs(env):
     os.makedirs(env.path("/run/systemd/system"))
     assert env.run("--loopback", "--size", "1G") == 0, env.err
-    env.node.lvs["slabvol"] = [
-        {"name": "slab_a", "tags": ["slabvol.state=free", "slabvol.v=1"], "minor": 3},
-        {"name": "slab_b", "tags": ["slabvol.state=in-use", "slabvol.v=1"], "minor": 4},
-    ]
+    env.node.add_lv("slab_a", 1024, ["slabvol.state=free", "slabvol.v=1"])
+    env.node.add_lv("slab_b", 1024, ["slabvol.state=in-use", "slabvol.v=1"])
     env.node.calls.clear()
 
 
-def mount_slab(env, minor):
-    write(env.path("/proc/self/mountinfo"),
-          f"100 29 254:{minor} / /var/lib/kubelet/pods/u/volumes/ax~vol_plugin/d rw - ext4 "
-          f"/dev/mapper/slabvol-slab rw\n")
+def mount_slab(env, name):
+    env.node.mount_by_hand(env.node.device(name), "/var/lib/kubelet/pods/u/volumes/ax~vol_plugin/d")
 
 
 def test_uninstall_removes_driver_and_runtime_and_keeps_vg_slabs_config_and_loop(env):
@@ -1135,14 +1049,14 @@ def test_uninstall_removes_driver_and_runtime_and_keeps_vg_slabs_config_and_loop
     assert os.path.exists(env.path(DEFAULT_LOOP_FILE))
     assert os.path.exists(env.path(f"/etc/systemd/system/{LOOP_UNIT}"))
     assert env.node.changing_calls() == []
-    assert len(env.node.lvs["slabvol"]) == 2
+    assert len(env.node.lvs) == 2
     assert "Kept volume group slabvol with 2 slab(s)" in env.out
     assert "--uninstall --purge" in env.out
 
 
 def test_uninstall_refuses_while_slabs_are_mounted_unless_forced(env):
     installed_loopback_with_slabs(env)
-    mount_slab(env, 4)
+    mount_slab(env, "slab_b")
     before = snapshot(env.root)
     assert env.run("--uninstall") == 1
     assert "slabs slab_b are mounted" in env.err and "--force" in env.err
@@ -1155,13 +1069,13 @@ def test_uninstall_refuses_while_slabs_are_mounted_unless_forced(env):
 def test_purge_removes_the_slabs_the_vg_the_loop_file_the_unit_and_the_config(env):
     installed_loopback_with_slabs(env)
     assert env.run("--uninstall", "--purge") == 0, env.err
-    assert env.node.commands("lvremove") == [["lvremove", "--yes", "slabvol/slab_a"],
-                                             ["lvremove", "--yes", "slabvol/slab_b"]]
+    assert env.node.commands("lvremove") == [["lvremove", *STRUCTURAL, "--yes", "slabvol/slab_a"],
+                                             ["lvremove", *STRUCTURAL, "--yes", "slabvol/slab_b"]]
     assert ["vgremove", "slabvol"] in env.node.calls
     assert ["pvremove", "/dev/loop0"] in env.node.calls
     assert ["systemctl", "disable", LOOP_UNIT] in env.node.calls
     assert ["losetup", "--detach", "/dev/loop0"] in env.node.calls
-    assert env.node.loops == {} and env.node.pvs == {}
+    assert env.node.loops == {} and env.node.pv_owners() == {}
     for gone in (DEFAULT_LOOP_FILE, f"/etc/systemd/system/{LOOP_UNIT}",
                  "/etc/slabvol/slabvol.conf", "/opt/slabvol", DEFAULT_EXE):
         assert not os.path.exists(env.path(gone)), gone
@@ -1172,9 +1086,9 @@ def test_purge_removes_the_slabs_the_vg_the_loop_file_the_unit_and_the_config(en
 
 def test_purge_only_removes_slabs_and_keeps_a_vg_with_other_lvs(env):
     installed_loopback_with_slabs(env)
-    env.node.lvs["slabvol"].append({"name": "precious", "tags": ["backup"], "minor": 9})
+    env.node.add_lv("precious", 8, ["backup"])
     assert env.run("--uninstall", "--purge") == 1
-    removed = [c[2] for c in env.node.commands("lvremove")]
+    removed = [c[-1] for c in env.node.commands("lvremove")]
     assert removed == ["slabvol/slab_a", "slabvol/slab_b"]
     assert "precious" in env.err and "it was kept" in env.err
     assert env.node.commands("vgremove") == [] and env.node.commands("pvremove") == []
@@ -1184,13 +1098,13 @@ def test_purge_only_removes_slabs_and_keeps_a_vg_with_other_lvs(env):
 
 def test_an_incomplete_purge_keeps_the_config_that_names_the_volume_group(env):
     write(env.path("/etc/slabvol/slabvol.conf"), "[slabvol]\nvolume_group = ci_vg\n")
-    env.node.pvs["/dev/xvdz"] = "ci_vg"
+    env.node.make_vg("/dev/xvdz", "ci_vg")
     assert env.run() == 0, env.err
-    env.node.lvs["ci_vg"] = [{"name": "precious", "tags": [], "minor": 1}]
+    env.node.add_lv("precious", 8)
     assert env.run("--uninstall", "--purge") == 1
     assert "then run ./install.sh --uninstall --purge again" in env.err
     assert read(env.path("/etc/slabvol/slabvol.conf")) == "[slabvol]\nvolume_group = ci_vg\n"
-    env.node.lvs["ci_vg"] = []
+    env.node.lvs.clear()
     assert env.run("--uninstall", "--purge") == 0, env.err
     assert ["vgremove", "ci_vg"] in env.node.calls
     assert not os.path.exists(env.path("/etc/slabvol"))
@@ -1210,7 +1124,7 @@ def test_purge_removes_only_directories_of_its_own(env):
 
 def test_purge_refuses_while_a_slab_is_mounted_even_with_force(env):
     installed_loopback_with_slabs(env)
-    mount_slab(env, 3)
+    mount_slab(env, "slab_a")
     before = snapshot(env.root)
     assert env.run("--uninstall", "--purge", "--force") == 1
     assert "slabs slab_a are mounted" in env.err and "Nothing was removed" in env.err
@@ -1224,7 +1138,7 @@ def test_purge_of_a_disk_volume_group_clears_the_disk_label(env):
     assert env.run("--uninstall", "--purge") == 0, env.err
     assert ["vgremove", "slabvol"] in env.node.calls
     assert ["pvremove", dev] in env.node.calls
-    assert env.node.pvs == {}
+    assert env.node.pv_owners() == {}
     assert not os.path.exists(env.path("/etc/slabvol/slabvol.conf"))
 
 
@@ -1357,7 +1271,7 @@ def test_a_feature_dir_nfd_worker_cannot_read_is_warned_about(env):
 def test_nfd_publishes_the_labels_once_so_that_pods_requiring_room_can_come(env):
     # The driver publishes after each mount, unmount and gc; a new node has had none, and a
     # pod with `vol_plugin affinity --require-room` never goes to a node without the labels.
-    env.node.pvs["/dev/xvdz"] = "slabvol"
+    env.node.make_vg("/dev/xvdz")
     assert env.run("--nfd") == 0, env.err
     assert env.node.gc_runs == [env.path(DEFAULT_EXE)]
     assert f"changed: published this node's labels to {NFD_FILE} (vol_plugin gc)" in env.out
@@ -1368,7 +1282,7 @@ def test_nfd_publishes_the_labels_once_so_that_pods_requiring_room_can_come(env)
 
 
 def test_a_failed_first_publication_only_warns(env):
-    env.node.pvs["/dev/xvdz"] = "slabvol"
+    env.node.make_vg("/dev/xvdz")
     env.node.gc_answer = (1, "", "vol_plugin: lock busy\n")
     assert env.run("--nfd") == 0, env.err
     assert "warning: `vol_plugin gc` did not publish this node's labels" in env.err
@@ -1377,7 +1291,7 @@ def test_a_failed_first_publication_only_warns(env):
 
 @pytest.mark.parametrize("args", [["--skip-vg", "--nfd"], ["--nfd", "--dry-run"], []])
 def test_no_publication_without_a_volume_group_a_change_or_nfd(env, args):
-    env.node.pvs["/dev/xvdz"] = "slabvol"
+    env.node.make_vg("/dev/xvdz")
     assert env.run(*args) == 0, env.err
     assert env.node.gc_runs == []
 

@@ -125,8 +125,8 @@ def uninstall(host, opts, kubelet):
                                f"removed") from None
         host.warn(f"cannot read volume group {vg} ({exc}); not checking for mounted slabs")
         report = None
-    if report and report[2]:
-        names = ", ".join(report[2])
+    names = ", ".join(s.lv_name for s in report[0] if s.open) if report else ""
+    if names:  # open: mounted, here or in any other mount namespace
         if opts.purge:
             raise InstallError(f"slabs {names} are mounted (pods are using them); --purge "
                                f"removes no slab in use. Delete those pods or drain the node, "

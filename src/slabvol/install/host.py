@@ -63,18 +63,19 @@ class Host:
 
     def change(self, argv, what=None):
         """Run a command that changes the node (printed only, in --dry-run)."""
-        self.changed(what or "ran `" + " ".join(str(a) for a in argv) + "`")
-        if self.dry_run:
-            return Result(tuple(argv), 0, "", "")
-        return self.runner.run(argv)
+        return self.apply(what or f"ran `{' '.join(map(str, argv))}`", self.runner.run,
+                          argv) or Result(tuple(argv), 0, "", "")
+
+    def apply(self, what, action, *args):
+        """Make a change and say so (only say it, in --dry-run)."""
+        self.changed(what)
+        return None if self.dry_run else action(*args)
 
     # files
     def write_file(self, host_path, text, mode=0o644, what=None):
-        """Replace a file atomically (temp file in the same dir, fsync, rename)."""
-        self.changed(what or f"wrote {host_path}")
-        if self.dry_run:
-            return
-        write_atomically(self.path(host_path), text, mode)
+        """Replace a file atomically and durably (files.replace_file)."""
+        self.apply(what or f"wrote {host_path}", write_atomically, self.path(host_path), text,
+                   mode)
 
     def make_dirs(self, host_path, mode=0o755):
         if os.path.isdir(self.path(host_path)):
@@ -153,10 +154,10 @@ def existing_parent(path):
     return path
 
 
+
 def write_atomically(path, text, mode=0o644):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     replace_file(path, text, mode, durable=True)
-
 
 
 def read_processes(proc_dir):

@@ -1,63 +1,54 @@
 """The volume group: on a dedicated ``--disk`` (refused when it holds anything, unless
-``--force``) or a sparse ``--loopback`` file re-attached at boot; purged on request."""
+``--force``) or a sparse ``--loopback`` file re-attached at boot; purged on request.
+LVM is run through slabvol.lvm; wipefs, lsblk and losetup through the host."""
 
 import json
 import os
 import re
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from .. import lvm
 from ..errors import SlabvolError
+from ..slab import Slab
 from .host import InstallError
 from .layout import LOOP_UNIT, MIN_LOOP_SIZE, UNIT_DIR
 from .options import human_size
 
-
 # Room for the metadata of many hundreds of tagged slabs (about 1.5 KiB each, and LVM
 # needs space for two copies); the LVM default (about 1 MiB) fills up after a few hundred.
 METADATA_SIZE = "64m"
-LVM_TAG_PREFIX = "slabvol."
 PARTITION_TABLES = {"gpt", "PMBR", "dos", "atari", "bsd", "sgi", "sun", "mac", "aix",
                     "amiga", "ultrix", "solaris", "minix", "unixware"}
+UNIT = f"{UNIT_DIR}/{LOOP_UNIT}"
 
 
 def _json(result, what):
     try:
-        return json.loads(result.stdout)
+        return json.loads(result.stdout) if result.stdout.strip() else {}
     except ValueError:
         raise InstallError(f"could not parse the output of `{' '.join(result.argv)}` "
                            f"({what}): {result.stdout.strip()[:200]!r}") from None
 
 
-def list_pvs(host):
-    """[(pv_name, vg_name)] of every PV LVM sees."""
-    result = host.query(["pvs", "--reportformat", "json", "-o", "pv_name,vg_name"])
-    if not result.ok:
-        raise InstallError(f"`pvs` failed: {result.stderr.strip() or result.stdout.strip()}; "
-                           f"check that LVM works on this node (run `pvs` as root)")
-    data = _json(result, "physical volumes")
-    rows = [row for section in data.get("report", []) for row in section.get("pv", [])]
-    return [(row.get("pv_name", ""), row.get("vg_name", "")) for row in rows]
-
-
 def _same_device(host, a, b):
-    try:
-        return os.path.realpath(host.path(a)) == os.path.realpath(host.path(b))
-    except OSError:
-        return a == b
+    return os.path.realpath(host.path(a)) == os.path.realpath(host.path(b))
+
+
+def _owner(host, target, pvs):
+    """The VG of the PV on ``target`` ("" for none), or None when it is no PV."""
+    return next((vg for pv, vg in pvs.items() if _same_device(host, pv, target)), None)
 
 
 def _signatures(host, target):
     """[(type, description)] of the signatures on a device or file."""
     result = host.query(["wipefs", "--no-act", "--json", target])
     if result.ok:
-        data = _json(result, "signatures") if result.stdout.strip() else {}
-        out = []
-        for sig in data.get("signatures", []):
-            kind = sig.get("type") or "unknown"
-            label = f" labelled {sig['label']!r}" if sig.get("label") else ""
-            out.append((kind, f"{kind}{label} at offset {sig.get('offset', '?')}"))
-        return out
+        return [(s.get("type") or "unknown", f"{s.get('type') or 'unknown'}"
+                 f"{' labelled %r' % s['label'] if s.get('label') else ''} at offset "
+                 f"{s.get('offset', '?')}") for s in _json(result, "signatures").get(
+                     "signatures", [])]
     # util-linux before 2.33 has no wipefs --json: fall back to blkid's low-level probe.
     probe = host.query(["blkid", "--probe", "--output", "export", target])
     if probe.returncode == 2:  # nothing found
@@ -66,24 +57,25 @@ def _signatures(host, target):
         raise InstallError(f"could not read the signatures on {target}: "
                            f"{result.stderr.strip()} / {probe.stderr.strip()}")
     values = dict(line.split("=", 1) for line in probe.stdout.splitlines() if "=" in line)
-    out = []
-    for key in ("PTTYPE", "TYPE"):
-        if values.get(key):
-            label = f" labelled {values['LABEL']!r}" if key == "TYPE" and values.get("LABEL") \
-                else ""
-            out.append((values[key], f"{values[key]}{label}"))
-    return out
+    label = f" labelled {values['LABEL']!r}" if values.get("LABEL") else ""
+    return [(values[key], values[key] + (label if key == "TYPE" else ""))
+            for key in ("PTTYPE", "TYPE") if values.get(key)]
 
 
-def _describe_signatures(sigs, skip_lvm=False):
-    found, seen = [], set()
+def _findings(host, target, pvs):
+    """What ``target`` holds, in words: LVM's view of it first, then each signature kind
+    once (LVM's own label not again, a GPT disk's protective MBR not at all)."""
+    owner = _owner(host, target, pvs)
+    found = [] if owner is None else [
+        f"LVM metadata of another volume group, {owner!r}" if owner
+        else "an LVM physical volume that belongs to no volume group"]
+    sigs = _signatures(host, target)
+    seen = {"LVM2_member"} if owner is not None else set()
     for kind, text in sigs:
-        if kind in seen or (skip_lvm and kind == "LVM2_member"):
+        if kind in seen or (kind == "PMBR" and "gpt" in {k for k, _ in sigs}):
             continue
         seen.add(kind)
         if kind in PARTITION_TABLES:
-            if kind == "PMBR" and "gpt" in {k for k, _ in sigs}:
-                continue
             found.append(f"a partition table ({text})")
         elif kind == "LVM2_member":
             found.append(f"LVM metadata ({text}) that this host's LVM does not show as a "
@@ -94,10 +86,10 @@ def _describe_signatures(sigs, skip_lvm=False):
     return found
 
 
-def _lsblk_nodes(tree):
-    yield tree
-    for child in tree.get("children") or []:
-        yield from _lsblk_nodes(child)
+def _tree(node):
+    yield node
+    for child in node.get("children") or []:
+        yield from _tree(child)
 
 
 def inspect_disk(host, dev, pvs):
@@ -111,38 +103,25 @@ def inspect_disk(host, dev, pvs):
     devices = _json(result, "block devices").get("blockdevices") or []
     if not devices:
         raise InstallError(f"lsblk does not list {dev}; pass the path of a whole disk")
-    tree = devices[0]
-    blockers, findings = [], []
-    if tree.get("type") == "rom":
-        blockers.append(f"{dev} is a CD/DVD drive")
-    children = list(_lsblk_nodes(tree))[1:]
-    for node in [tree] + children:
-        mounts = [m for m in ([node.get("mountpoint")] + list(node.get("mountpoints") or []))
-                  if m]
-        for mount in dict.fromkeys(mounts):
+    nodes = list(_tree(devices[0]))
+    blockers = [f"{dev} is a CD/DVD drive"] if nodes[0].get("type") == "rom" else []
+    for node in nodes:
+        for mount in dict.fromkeys(m for m in [node.get("mountpoint"),
+                                               *(node.get("mountpoints") or [])] if m):
             where = "swap" if mount == "[SWAP]" else f"mounted at {mount}"
             blockers.append(f"{node.get('name')} is {where}")
-    holders = [c for c in children if c.get("type") not in ("part",)]
-    for holder in holders:
-        blockers.append(f"{holder.get('name')} ({holder.get('type')}) is active on it")
-    parts = [c.get("name") for c in children if c.get("type") == "part"]
-    if parts:
-        findings.append(f"{len(parts)} partition(s): {', '.join(parts)}")
-    pv_vg = next((vg for name, vg in pvs if _same_device(host, name, dev)), None)
-    if pv_vg:
-        findings.append(f"LVM metadata of another volume group, {pv_vg!r}")
-    elif pv_vg is not None:
-        findings.append("an LVM physical volume that belongs to no volume group")
-    sigs = _signatures(host, dev)
-    findings += _describe_signatures(sigs, skip_lvm=pv_vg is not None)
-    return blockers, findings
+    blockers += [f"{c.get('name')} ({c.get('type')}) is active on it" for c in nodes[1:]
+                 if c.get("type") != "part"]
+    parts = [c.get("name") for c in nodes[1:] if c.get("type") == "part"]
+    findings = [f"{len(parts)} partition(s): {', '.join(parts)}"] if parts else []
+    return blockers, findings + _findings(host, dev, pvs)
 
 
-def _refuse(what, findings, force_hint):
+def _refuse(what, findings):
     return InstallError(
         f"refusing to use {what}: it holds {'; '.join(findings)}. Everything on it would be "
         f"destroyed. If you are sure, run again with --force (its signatures are wiped "
-        f"first){force_hint}; otherwise pick an empty disk (check with `lsblk -f` and "
+        f"first); otherwise pick an empty disk (check with `lsblk -f` and "
         f"`wipefs --no-act DEVICE`)")
 
 
@@ -150,14 +129,13 @@ def _refuse(what, findings, force_hint):
 class VgPlan:
     """What to do about the volume group, decided before anything changes."""
 
-    action: str  # keep | create-disk | create-loop | skip
+    action: str  # keep | create-disk | create-loop | activate-loop | skip
     vg: str
-    device: str = ""
+    device: str = ""  # the disk, or the loop device once attached
     wipe: bool = False
     loop_file: Optional[str] = None
     create_file: bool = False
     attach: bool = False
-    loop_device: Optional[str] = None
     note: str = ""
     messages: List[str] = field(default_factory=list)
 
@@ -165,12 +143,10 @@ class VgPlan:
 def plan_volume_group(host, opts, vg):
     if opts.skip_vg:
         return VgPlan("skip", vg, note="--skip-vg: volume group not looked at")
-    pvs = list_pvs(host)
-    ours = [name for name, owner in pvs if owner == vg]
-    if opts.disk:
-        return _plan_disk(host, opts, vg, pvs, ours)
-    if opts.loopback:
-        return _plan_loop(host, opts, vg, pvs, ours)
+    pvs = lvm.physical_volumes(host.runner)
+    ours = [pv for pv, owner in pvs.items() if owner == vg]
+    if opts.disk or opts.loopback:
+        return (_plan_disk if opts.disk else _plan_loop)(host, opts, vg, pvs, ours)
     if ours:
         return VgPlan("keep", vg, note=f"volume group {vg} exists on {', '.join(ours)}")
     raise InstallError(f"there is no volume group {vg!r} on this node: create it with "
@@ -178,61 +154,57 @@ def plan_volume_group(host, opts, vg):
                        f"(a sparse file), or pass --skip-vg to install only the driver")
 
 
+def _elsewhere(vg, ours, what, hint):
+    return InstallError(f"volume group {vg!r} already exists on {', '.join(ours)}, not on "
+                        f"{what}; {hint}")
+
+
 def _plan_disk(host, opts, vg, pvs, ours):
     dev = opts.disk
     if not os.path.exists(host.path(dev)):
         raise InstallError(f"{dev} does not exist; list the disks with `lsblk`")
-    if any(_same_device(host, name, dev) for name in ours):
+    if any(_same_device(host, pv, dev) for pv in ours):
         return VgPlan("keep", vg, device=dev, note=f"volume group {vg} already on {dev}")
     if ours:
-        raise InstallError(f"volume group {vg!r} already exists on {', '.join(ours)}, not on "
-                           f"{dev}; install.sh does not add disks to it. Run without --disk to "
-                           f"keep it, or add the disk yourself: `vgextend {vg} {dev}`")
+        raise _elsewhere(vg, ours, dev, f"install.sh does not add disks to it. Run without "
+                                        f"--disk to keep it, or add the disk yourself: "
+                                        f"`vgextend {vg} {dev}`")
     blockers, findings = inspect_disk(host, dev, pvs)
     if blockers:
         raise InstallError(f"refusing to use {dev}: {'; '.join(blockers)}. --force does not "
                            f"override this; unmount it / stop using it first")
+    return _wiping(VgPlan("create-disk", vg, device=dev), opts, dev, findings)
+
+
+def _wiping(plan, opts, what, findings):
     if findings and not opts.force:
-        raise _refuse(dev, findings, "")
-    plan = VgPlan("create-disk", vg, device=dev, wipe=bool(findings))
-    if findings:
-        plan.messages.append(f"--force: wiping {'; '.join(findings)} on {dev}")
+        raise _refuse(what, findings)
+    plan.wipe = bool(findings)
+    plan.messages += [f"--force: wiping {'; '.join(findings)} on {what}"] if findings else []
     return plan
 
 
-def loop_devices(host):
-    """{loop device: backing file} of the attached loop devices."""
+def loops_of(host, loop_file):
+    """The loop devices attached to ``loop_file``."""
     result = host.query(["losetup", "--list", "--json", "--output", "NAME,BACK-FILE"])
     if not result.ok:
         raise InstallError(f"`losetup --list` failed: {result.stderr.strip()}")
-    if not result.stdout.strip():
-        return {}
-    data = _json(result, "loop devices")
-    out = {}
-    for row in data.get("loopdevices", []):
-        back = (row.get("back-file") or "").strip()
-        if back.endswith(" (deleted)"):
-            continue
-        out[row.get("name")] = back
-    return out
-
-
-def loops_of(host, loop_file):
     real = os.path.realpath(host.path(loop_file))
-    return [name for name, back in loop_devices(host).items()
-            if back and os.path.realpath(back) == real]
+    return [row.get("name") for row in _json(result, "loop devices").get("loopdevices", [])
+            if (row.get("back-file") or "").strip()
+            and os.path.realpath((row.get("back-file") or "").strip()) == real]
 
 
 def _plan_loop(host, opts, vg, pvs, ours):
     loop_file = opts.loopback
     attached = loops_of(host, loop_file)
     if ours:
-        if any(any(_same_device(host, name, loop) for loop in attached) for name in ours):
-            return VgPlan("keep", vg, loop_file=loop_file, loop_device=attached[0],
+        if any(_same_device(host, pv, loop) for pv in ours for loop in attached):
+            return VgPlan("keep", vg, loop_file=loop_file, device=attached[0],
                           note=f"volume group {vg} already on {attached[0]} ({loop_file})")
-        raise InstallError(f"volume group {vg!r} already exists on {', '.join(ours)}, not on "
-                           f"{loop_file}; run without --loopback to keep it")
-    plan = VgPlan("create-loop", vg, loop_file=loop_file)
+        raise _elsewhere(vg, ours, loop_file, "run without --loopback to keep it")
+    plan = VgPlan("create-loop", vg, loop_file=loop_file, device=(attached or [""])[0],
+                  attach=not attached)
     path = host.path(loop_file)
     if not os.path.exists(path):
         parent_free = host.free_bytes(loop_file)
@@ -242,7 +214,7 @@ def _plan_loop(host, opts, vg, pvs, ours):
                 f"--size {human_size(opts.size)}. The file is sparse and grows as slabs fill; "
                 f"when the filesystem under it is full, every slab gets I/O errors. Use a "
                 f"smaller --size, another FILE, or --force")
-        plan.create_file, plan.attach = True, True
+        plan.create_file = True
         return plan
     if not os.path.isfile(path):
         raise InstallError(f"--loopback {loop_file} exists and is not a regular file")
@@ -253,31 +225,13 @@ def _plan_loop(host, opts, vg, pvs, ours):
     if opts.size_given and size != opts.size:
         plan.messages.append(f"{loop_file} exists ({human_size(size)}); it is reused as it is, "
                              f"not resized to {human_size(opts.size)}")
-    if attached:
-        plan.loop_device = attached[0]
-        target = attached[0]
-        pv_vg = next((owner for name, owner in pvs if _same_device(host, name, target)), None)
-    else:
-        plan.attach = True
-        target, pv_vg = path, None
-    sigs = _signatures(host, target)
-    if not attached and sigs and all(kind == "LVM2_member" for kind, _ in sigs):
+    findings = _findings(host, plan.device or path, pvs)
+    if not attached and findings and all(f.startswith("LVM metadata (") for f in findings):
         # Most likely our own volume group, not attached since the last boot: attach the
         # file and look (detached again if it holds something else).
         plan.action = "activate-loop"
         return plan
-    findings = []
-    if pv_vg:
-        findings.append(f"LVM metadata of another volume group, {pv_vg!r}")
-    elif pv_vg is not None:
-        findings.append("an LVM physical volume that belongs to no volume group")
-    findings += _describe_signatures(sigs, skip_lvm=pv_vg is not None)
-    if findings and not opts.force:
-        raise _refuse(loop_file, findings, "")
-    plan.wipe = bool(findings)
-    if findings:
-        plan.messages.append(f"--force: wiping {'; '.join(findings)} on {loop_file}")
-    return plan
+    return _wiping(plan, opts, loop_file, findings)
 
 
 def apply_volume_group(host, opts, plan):
@@ -289,9 +243,7 @@ def apply_volume_group(host, opts, plan):
     if plan.action == "keep":
         host.same(plan.note)
     elif plan.action == "create-disk":
-        if plan.wipe:
-            host.change(["wipefs", "--all", plan.device])
-        _create_vg(host, plan.vg, plan.device, rollback=None)
+        _create_vg(host, plan, rollback=None)
     else:
         _apply_loop(host, opts, plan)
     if plan.loop_file:
@@ -299,14 +251,19 @@ def apply_volume_group(host, opts, plan):
     return plan
 
 
-def _create_vg(host, vg, device, rollback):
+def _create_vg(host, plan, rollback):
+    vg, device = plan.vg, plan.device
     try:
-        host.change(["pvcreate", "--metadatasize", METADATA_SIZE, device],
-                    f"created LVM physical volume on {device} (metadata area {METADATA_SIZE})")
+        if plan.wipe:
+            host.change(["wipefs", "--all", device])
+        host.apply(f"created LVM physical volume on {device} (metadata area {METADATA_SIZE})",
+                   lvm.create_pv, host.runner, device, METADATA_SIZE)
         try:
-            host.change(["vgcreate", vg, device], f"created volume group {vg} on {device}")
+            host.apply(f"created volume group {vg} on {device}",
+                       lvm.Lvm(host.runner, vg).create_vg, device)
         except SlabvolError:
-            host.query(["pvremove", device])
+            with suppress(SlabvolError):  # the first error is the one to report
+                lvm.remove_pv(host.runner, device)
             raise
     except SlabvolError as exc:
         if rollback:
@@ -315,52 +272,42 @@ def _create_vg(host, vg, device, rollback):
 
 
 def _apply_loop(host, opts, plan):
-    loop_file = plan.loop_file
-    created = False
+    loop_file, path = plan.loop_file, host.path(plan.loop_file)
     if plan.create_file:
         host.make_dirs(os.path.dirname(loop_file))
         host.changed(f"created sparse file {loop_file} ({human_size(opts.size)})")
         if not host.dry_run:
-            with open(host.path(loop_file), "xb") as handle:
+            with open(path, "xb") as handle:
                 handle.truncate(opts.size)
-            os.chmod(host.path(loop_file), 0o600)
-        created = True
-    attached_now = None
+            os.chmod(path, 0o600)
     if plan.attach:
-        result = host.change(["losetup", "--find", "--show", host.path(loop_file)],
+        result = host.change(["losetup", "--find", "--show", path],
                              f"attached {loop_file} to a loop device")
-        attached_now = result.stdout.strip() or "/dev/loopN"
-        plan.loop_device = attached_now
+        plan.device = result.stdout.strip() or "/dev/loopN"
         if not host.dry_run and host.which("udevadm"):
             host.query(["udevadm", "settle", "--timeout=30"])
 
     def rollback():
-        if attached_now and not host.dry_run:
-            host.query(["losetup", "--detach", attached_now])
-        if created and not host.dry_run:
-            os.remove(host.path(loop_file))
+        if plan.attach and not host.dry_run:
+            host.query(["losetup", "--detach", plan.device])
+        if plan.create_file and not host.dry_run:
+            os.remove(path)
 
+    if plan.action == "activate-loop" and not host.dry_run:
+        owner = _owner(host, plan.device, lvm.physical_volumes(host.runner))
+        if owner != plan.vg:
+            what = (f"LVM metadata of another volume group, {owner!r}" if owner else
+                    "LVM metadata of no volume group this host can use")
+            if not opts.force:
+                rollback()
+                raise _refuse(loop_file, [what])
+            host.warn(f"--force: wiping {what} on {loop_file}")
+            plan.action, plan.wipe = "create-loop", True
     if plan.action == "activate-loop":
-        pvs = [] if host.dry_run else list_pvs(host)
-        owner = next((vg for name, vg in pvs if _same_device(host, name, plan.loop_device)),
-                     None)
-        if host.dry_run or owner == plan.vg:
-            host.change(["vgchange", "--activate", "y", plan.vg],
-                        f"activated volume group {plan.vg} found in {loop_file}")
-            return
-        rollback()
-        what = (f"LVM metadata of another volume group, {owner!r}" if owner else
-                "LVM metadata of no volume group this host can use")
-        if not opts.force:
-            raise _refuse(loop_file, [what], "")
-        host.warn(f"--force: wiping {what} on {loop_file}")
-        result = host.change(["losetup", "--find", "--show", host.path(loop_file)],
-                             f"attached {loop_file} to a loop device")
-        attached_now = plan.loop_device = result.stdout.strip()
-        plan.wipe = True
-    if plan.wipe:
-        host.change(["wipefs", "--all", plan.loop_device])
-    _create_vg(host, plan.vg, plan.loop_device, rollback)
+        host.apply(f"activated volume group {plan.vg} found in {loop_file}",
+                   lvm.Lvm(host.runner, plan.vg).activate_vg)
+    else:
+        _create_vg(host, plan, rollback)
 
 
 def loop_unit_text(vg, loop_file):
@@ -385,13 +332,12 @@ WantedBy=multi-user.target
 
 
 def install_loop_unit(host, vg, loop_file):
-    unit = f"{UNIT_DIR}/{LOOP_UNIT}"
     text = loop_unit_text(vg, loop_file)
-    fresh = host.read_text(unit) != text
+    fresh = host.read_text(UNIT) != text
     if fresh:
-        host.write_file(unit, text, what=f"wrote {unit} (re-attaches {loop_file} at boot)")
+        host.write_file(UNIT, text, what=f"wrote {UNIT} (re-attaches {loop_file} at boot)")
     else:
-        host.same(f"{unit}")
+        host.same(UNIT)
     if not host.has_systemd():
         host.warn(f"systemd is not running here, so nothing re-attaches {loop_file} at boot: "
                   f"run `losetup --find {loop_file} && vgchange --activate y {vg}` at boot "
@@ -408,55 +354,47 @@ def install_loop_unit(host, vg, loop_file):
 
 
 def slab_report(host, vg):
-    """(slab LVs, other LVs, mounted slab names) of the volume group, or None if it is absent."""
-    from ..lvm import Lvm, VgNotFound
-    from ..mounts import MountTable
-
+    """(slabs, other LVs) of the volume group, as the driver reads them (one report), or
+    None if it is absent."""
     try:
-        _, lvs = Lvm(host.runner, vg).report()
-    except VgNotFound:
+        _, lvs = lvm.Lvm(host.runner, vg).report()
+    except lvm.VgNotFound:
         return None
-    try:
-        table = MountTable.read(host.path("/proc/self/mountinfo"))
-    except OSError:
-        table = MountTable([])
-    slabs = [lv for lv in lvs if any(t.startswith(LVM_TAG_PREFIX) for t in lv.tags)]
-    others = [lv for lv in lvs if lv not in slabs]
-    mounted = [lv.name for lv in slabs
-               if lv.major is not None and table.of_device((lv.major, lv.minor))]
-    return slabs, others, mounted
+    slabs = [slab for slab in map(Slab.from_lv, lvs) if slab is not None]
+    return slabs, [lv for lv in lvs if Slab.from_lv(lv) is None]
 
 
 def unit_loop_file(host):
-    text = host.read_text(f"{UNIT_DIR}/{LOOP_UNIT}") or ""
-    match = re.search(r"^# slabvol-loopback-file: (\S+)$", text, re.MULTILINE)
+    match = re.search(r"^# slabvol-loopback-file: (\S+)$", host.read_text(UNIT) or "",
+                      re.MULTILINE)
     return match.group(1) if match else None
 
 
 def purge_volume_group(host, vg, report, loop_file):
-    problems = []
+    """Remove the slabs, then the VG and its PVs' labels if nothing else is in it, then the
+    loop unit and file. Returns what is left, in words."""
     if report is None:
         host.same(f"no volume group {vg}")
     else:
-        slabs, others, _ = report
-        for lv in slabs:
-            host.change(["lvremove", "--yes", f"{vg}/{lv.name}"], f"removed slab {vg}/{lv.name}")
+        slabs, others = report
+        adapter = lvm.Lvm(host.runner, vg)
+        for slab in slabs:
+            host.apply(f"removed slab {vg}/{slab.lv_name}", adapter.remove, slab.lv_name)
         if others:
-            problems.append(f"volume group {vg} also holds logical volumes that are not slabs "
-                            f"({', '.join(lv.name for lv in others)}); it was kept, and so "
-                            f"were its disk and loop file")
-            return problems
-        pvs = [name for name, owner in list_pvs(host) if owner == vg]
-        host.change(["vgremove", vg], f"removed volume group {vg}")
+            return [f"volume group {vg} also holds logical volumes that are not slabs "
+                    f"({', '.join(lv.name for lv in others)}); it was kept, and so were its "
+                    f"disk and loop file"]
+        pvs = [pv for pv, owner in lvm.physical_volumes(host.runner).items() if owner == vg]
+        host.apply(f"removed volume group {vg}", adapter.remove_vg)
         for pv in pvs:
-            host.change(["pvremove", pv], f"removed the LVM label from {pv}")
-    if host.has_systemd() and os.path.exists(host.path(f"{UNIT_DIR}/{LOOP_UNIT}")):
+            host.apply(f"removed the LVM label from {pv}", lvm.remove_pv, host.runner, pv)
+    if host.has_systemd() and os.path.exists(host.path(UNIT)):
         host.change(["systemctl", "disable", LOOP_UNIT], f"disabled {LOOP_UNIT}")
-    if host.remove_file(f"{UNIT_DIR}/{LOOP_UNIT}") and host.has_systemd():
+    if host.remove_file(UNIT) and host.has_systemd():
         host.change(["systemctl", "daemon-reload"])
     if loop_file:
         for loop in loops_of(host, loop_file):
             host.change(["losetup", "--detach", loop], f"detached {loop}")
         if host.remove_file(loop_file, f"removed the loop file {loop_file}"):
             host.remove_empty_dir(os.path.dirname(loop_file))
-    return problems
+    return []
