@@ -4,7 +4,7 @@ import configparser
 import math
 import os
 import re
-from dataclasses import dataclass, fields
+from collections import namedtuple
 
 from .errors import ConfigError
 from .labels import DEFAULT_MAX_WARM, MAX_WARM_LIMIT
@@ -16,23 +16,25 @@ SECTION = "slabvol"
 _VG_NAME = re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.\-]*")
 
 
-@dataclass(frozen=True)
-class Config:
-    volume_group: str = "slabvol"
-    kubelet_dir: str = "/var/lib/kubelet"
-    prune_used_percent: float = 50.0
-    cache_scope: str = "namespace"
-    log_file: str = "/var/log/slabvol.log"
-    log_max_bytes: int = 10 * 1024 * 1024
-    lock_file: str = "/run/slabvol/slabvol.lock"  # a root-only dir (see lock.py)
-    lock_timeout: float = 60.0
-    metrics_file: str = ""
+# Every key, with its default; a key's type is its default's (int, float or str). path: the
+# file the config was read from.
+DEFAULTS = {
+    "volume_group": "slabvol",
+    "kubelet_dir": "/var/lib/kubelet",
+    "prune_used_percent": 50.0,
+    "cache_scope": "namespace",
+    "log_file": "/var/log/slabvol.log",
+    "log_max_bytes": 10 * 1024 * 1024,
+    "lock_file": "/run/slabvol/slabvol.lock",  # a root-only dir (see lock.py)
+    "lock_timeout": 60.0,
+    "metrics_file": "",
     # Node Feature Discovery: the feature file this node's warm caches and room are
     # published in (labels.py); "" = off. NFD reads /etc/kubernetes/node-feature-discovery/
     # features.d/ by default.
-    nfd_features_file: str = ""
-    nfd_max_warm: int = DEFAULT_MAX_WARM
-    path: str = ""
+    "nfd_features_file": "",
+    "nfd_max_warm": DEFAULT_MAX_WARM,
+}
+Config = namedtuple("Config", [*DEFAULTS, "path"], defaults=(*DEFAULTS.values(), ""))
 
 
 def config_path(environ=None):
@@ -66,22 +68,15 @@ def _one_line(exc):
 
 
 def _build(path, values):
-    known = {f.name: f for f in fields(Config) if f.name != "path"}
-    unknown = sorted(set(values) - set(known))
+    unknown = sorted(set(values) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"config file {path}: unknown key(s) {', '.join(unknown)} in "
-                          f"[{SECTION}]; known keys: {', '.join(known)}")
+                          f"[{SECTION}]; known keys: {', '.join(DEFAULTS)}")
     kwargs = {"path": path}
     for key, text in values.items():
-        field_type = known[key].type
         text = text.strip()
         try:
-            if field_type in (int, "int"):
-                kwargs[key] = int(text)
-            elif field_type in (float, "float"):
-                kwargs[key] = float(text)
-            else:
-                kwargs[key] = text
+            kwargs[key] = type(DEFAULTS[key])(text)
         except ValueError:
             raise ConfigError(f"config file {path}: {key} = {text!r} is not a number") from None
     config = Config(**kwargs)

@@ -13,15 +13,13 @@ releases; a claim whose pod dir is gone is returned to the pool by ``gc`` (and b
 ``mount``); a "creating" slab is removed.
 """
 
-import logging
 import os
 import signal
 import time
+from collections import namedtuple
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import List
 
-from . import policy
+from . import logs, policy
 from . import slab as S
 from .errors import BadRequest, Busy, CommandError, NoRoom, SlabvolError
 from .filesystems import DEFAULT as DEFAULT_FS, mkfs_argv
@@ -31,7 +29,7 @@ from .lvmscan import DeviceScan
 from .mounts import MountTable, used_percent
 from .process import Runner
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 FAILPOINT_ENV = "SLABVOL_FAILPOINT"
 DROPPED = "removed"
@@ -100,11 +98,11 @@ def resolve_mount_dir(path, kubelet_dir):
     return real
 
 
-@dataclass
 class Snapshot:
-    vg: object
-    slabs: List[S.Slab]
-    table: MountTable
+    """The VG, its slabs (a list) and the mount table, as one call sees them."""
+
+    def __init__(self, vg, slabs, table):
+        self.vg, self.slabs, self.table = vg, slabs, table
 
     def busy(self):
         """Names of slabs open anywhere: mounted in this mount namespace (the mount table)
@@ -140,32 +138,27 @@ class Snapshot:
                 self.slabs[i] = slab
                 return
         self.slabs.append(slab)
-        self.vg = replace(self.vg, free=self.vg.free - slab.size_bytes)
+        self.vg = self.vg._replace(free=self.vg.free - slab.size_bytes)
 
     def forget(self, lv_name):
         """The LV is gone: its space is free again."""
         for slab in [s for s in self.slabs if s.lv_name == lv_name]:
             self.slabs.remove(slab)
-            self.vg = replace(self.vg, free=self.vg.free + slab.size_bytes)
+            self.vg = self.vg._replace(free=self.vg.free + slab.size_bytes)
 
 
-@dataclass
-class Outcome:
-    """What an operation did, for the log, the caller and the metrics."""
-
-    message: str
-    event: str = ""  # hit | miss | noop | release | prune | remove | retire
-    evicted: int = 0
-    slab: str = ""
+# What an operation did, for the log, the caller and the metrics. event: hit | miss | noop |
+# release | prune | remove | retire.
+Outcome = namedtuple("Outcome", "message event evicted slab", defaults=("", 0, ""))
 
 
-@dataclass
 class GcReport:
-    """What ``gc`` (or the repair step of a mount) did, and what it could not do."""
+    """What ``gc`` (or the repair step of a mount) did, and what it could not do: lists of
+    repairs done, of (repair, error message) that failed, and of retired slabs still held
+    open outside the driver."""
 
-    repaired: List[policy.Repair]
-    failed: List[tuple]  # (Repair, error message)
-    held: List[S.Slab] = field(default_factory=list)  # retired, still open outside the driver
+    def __init__(self, repaired, failed, held=()):
+        self.repaired, self.failed, self.held = repaired, failed, list(held)
 
 
 class Driver:
@@ -391,7 +384,7 @@ class Driver:
             failpoint("unmount:after-umount")
             # Unmounted here; whether anything elsewhere still holds it open, the next
             # report says (until then the labels count it warm).
-            slab = replace(slab, open=False)
+            slab = slab._replace(open=False)
             self.view.put(slab)
             return self._release(slab, used, real_dir)
 

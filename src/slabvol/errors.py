@@ -6,8 +6,6 @@ JSON or a terminal message; anything else reaching the edge is a bug and is repo
 as such.
 """
 
-import shlex
-
 
 class SlabvolError(Exception):
     """A failure with a message written for the operator."""
@@ -30,6 +28,8 @@ class CommandError(SlabvolError):
         self.stderr = stderr or ""
         self.stdout = stdout or ""
         detail = self.stderr.strip() or self.stdout.strip() or "no output"
+        import shlex  # (not on the path of a call that succeeds)
+
         super().__init__(f"`{shlex.join(self.argv)}` failed with exit code {returncode}: "
                          f"{detail}")
 

@@ -4,16 +4,11 @@ A slab is a cache: mkfs must return at once and reserve nothing. Both support ov
 (xfs only with ftype=1, which mkfs.xfs sets by default since xfsprogs 3.2.3; given here
 explicitly)."""
 
-from dataclasses import dataclass
-from typing import Tuple
+from collections import namedtuple
 
-
-@dataclass(frozen=True)
-class Filesystem:
-    name: str
-    mkfs: Tuple[str, ...]  # argv before the device
-    package: str  # what provides mkfs
-    min_mb: int = 1  # the smallest slab mkfs accepts
+# mkfs: argv before the device; package: what provides mkfs; min_mb: the smallest slab mkfs
+# accepts.
+Filesystem = namedtuple("Filesystem", "name mkfs package min_mb", defaults=(1,))
 
 
 FILESYSTEMS = {

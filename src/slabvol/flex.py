@@ -126,9 +126,9 @@ def handle(argv, environ=None):
 
 
 def _log():
-    """The protocol's logger; logging is imported by mount and unmount only (init needs none)."""
-    import logging
-    return logging.getLogger(__name__)
+    """The protocol's logger, imported by mount and unmount only (init needs none)."""
+    from .logs import get
+    return get(__name__)
 
 
 def _handle_volume_call(verb, args, environ):

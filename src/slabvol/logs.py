@@ -1,76 +1,93 @@
 """The slabvol log file: every decision, with sizes and timings; never stdout/stderr.
 
-Set up on every kubelet call (a new process each), so it stays cheap: the size-rotating
-handler is the few lines below, not ``logging.handlers`` (which imports socket, pickle and
-queue for handlers slabvol never uses).
+Written on every kubelet call (a new process each), so it stays cheap: the few lines below,
+not the logging package, whose import (with traceback, tokenize, string and weakref) costs
+a kubelet call more than slabvol's own modules (tests/unit/test_lean_start.py, bench/run).
+Lines keep logging's layout: ``2026-12-02 04:45:49,123 4711 INFO slabvol.driver: ...``.
+The file is rotated by size, BACKUPS old files kept; a record that would take the file to
+``log_max_bytes`` or more first renames it to ``.1`` (``.1`` to ``.2``, ..., the oldest
+dropped), as logging.handlers.RotatingFileHandler does. ``log_max_bytes`` 0: never rotated.
 """
 
-import logging
 import os
+import time
 
-FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 BACKUPS = 3
+_file = None  # (path, max_bytes) once configure() has opened it; None: logging is off
 
 
-def configure(config, verbose_stream=None):
-    """Log to config.log_file (rotated by size, BACKUPS old files kept).
-
-    A log file that cannot be opened must not fail a mount: logging is then off, and
-    ``vol_plugin status`` still works. ``verbose_stream`` is for the human commands.
-    """
-    logging.raiseExceptions = False
-    root = logging.getLogger("slabvol")
-    root.setLevel(logging.INFO)
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    root.propagate = False
+def configure(config):
+    """Log to config.log_file from now on. A log file that cannot be opened must not fail a
+    mount: logging is then off, and ``vol_plugin status`` still works."""
+    global _file
+    _file = None
     try:
         if os.path.dirname(config.log_file):
             os.makedirs(os.path.dirname(config.log_file), exist_ok=True)
-        handler = RotatingFile(config.log_file, config.log_max_bytes, BACKUPS)
+        os.close(os.open(config.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
     except OSError:
-        handler = logging.NullHandler()
-    handler.setFormatter(logging.Formatter(FORMAT))
-    root.addHandler(handler)
-    if verbose_stream is not None:
-        stream = logging.StreamHandler(verbose_stream)
-        stream.setFormatter(logging.Formatter("%(message)s"))
-        root.addHandler(stream)
-    return root
+        return False
+    _file = (config.log_file, config.log_max_bytes)
+    return True
 
 
-class RotatingFile(logging.FileHandler):
-    """Appends to ``path``; a record that would take the file to ``max_bytes`` or more first
-    renames it to ``path.1`` (``.1`` to ``.2``, ..., the oldest of ``backups`` dropped), as
-    logging.handlers.RotatingFileHandler does. ``max_bytes`` 0: never rotated."""
+class Logger:
+    """``info``, ``warning``, ``error`` and ``exception`` (adds the traceback) take a
+    message and %-arguments, as logging's loggers do; a failure to write is never raised."""
 
-    def __init__(self, path, max_bytes, backups):
-        super().__init__(path, mode="a", encoding="utf-8")
-        self.max_bytes = max_bytes
-        self.backups = backups
+    def __init__(self, name):
+        self.name = name
 
-    def emit(self, record):
+    def info(self, message, *args):
+        _write(self.name, "INFO", message, args)
+
+    def warning(self, message, *args):
+        _write(self.name, "WARNING", message, args)
+
+    def error(self, message, *args):
+        _write(self.name, "ERROR", message, args)
+
+    def exception(self, message, *args):
+        import traceback  # only when something went wrong
+
+        _write(self.name, "ERROR", message, args, traceback.format_exc().rstrip("\n"))
+
+
+get = Logger
+
+
+def _write(name, level, message, args, detail=None):
+    if _file is None:
+        return
+    path, max_bytes = _file
+    try:
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        text = message % args if args else message
+        line = f"{stamp},{int(now % 1 * 1000):03d} {os.getpid()} {level} {name}: {text}\n"
+        if detail:
+            line += detail + "\n"
+        data = line.encode("utf-8", "backslashreplace")
+        if max_bytes > 0:
+            try:
+                if os.stat(path).st_size + len(data) >= max_bytes:
+                    _rotate(path)
+            except FileNotFoundError:
+                pass
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            if self.max_bytes > 0 and self.stream is not None:
-                text = self.format(record) + self.terminator
-                self.stream.seek(0, os.SEEK_END)
-                if self.stream.tell() + len(text) >= self.max_bytes and \
-                        os.path.isfile(self.baseFilename):
-                    self._rotate()
-            super().emit(record)
-        except Exception:  # noqa: BLE001 - as every logging handler: never fail the caller
-            self.handleError(record)
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    except Exception:  # noqa: BLE001 - as a logging handler: never fail the caller
+        pass
 
-    def _rotate(self):
-        self.stream.close()
-        self.stream = None
-        for i in range(self.backups - 1, 0, -1):
-            older = f"{self.baseFilename}.{i}"
-            if os.path.exists(older):
-                os.replace(older, f"{self.baseFilename}.{i + 1}")
-        if self.backups > 0:
-            os.replace(self.baseFilename, self.baseFilename + ".1")
-        else:
-            os.remove(self.baseFilename)
-        self.stream = self._open()
+
+def _rotate(path):
+    for i in range(BACKUPS - 1, 0, -1):
+        if os.path.exists(f"{path}.{i}"):
+            os.replace(f"{path}.{i}", f"{path}.{i + 1}")
+    if BACKUPS > 0:
+        os.replace(path, path + ".1")
+    else:
+        os.remove(path)

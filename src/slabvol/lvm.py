@@ -6,8 +6,7 @@ as a normal, idempotent case.
 """
 
 import json
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from collections import namedtuple
 
 from .errors import CommandError, NoRoom, SlabvolError
 
@@ -57,24 +56,12 @@ class LvNotFound(SlabvolError):
     """The logical volume does not exist."""
 
 
-@dataclass(frozen=True)
-class VolumeGroup:
-    name: str
-    size: int
-    free: int
-    extent_size: int
-
-
-@dataclass(frozen=True)
-class LogicalVolume:
-    name: str
-    path: str
-    size: int
-    tags: Tuple[str, ...]
-    active: bool
-    major: Optional[int]
-    minor: Optional[int]
-    open: bool = False
+# Records are namedtuples, here and in the rest of the driver: a dataclass costs every
+# kubelet call more to define than this module costs to import (tests/unit/test_lean_start).
+# Sizes in bytes; major and minor are None when the LV is not active.
+VolumeGroup = namedtuple("VolumeGroup", "name size free extent_size")
+LogicalVolume = namedtuple("LogicalVolume", "name path size tags active major minor open",
+                           defaults=(False,))
 
 
 def _int(text, default=None):

@@ -31,8 +31,7 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass
-from typing import Tuple
+from collections import namedtuple
 
 from .errors import CommandError, ToolMissing
 from .files import replace_file
@@ -65,13 +64,11 @@ def filter_config(devices):
     return "devices { filter = [ " + ", ".join(accept + ['"r|.*|"']) + " ] }"
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(namedtuple("Scope", "kind devices", defaults=(ALL, ()))):
     """How one command is narrowed: ``kind`` is ALL (nothing added), DEVICES, FILTER or
-    DEVICES_FILE (nothing added: LVM's own devices file narrows it)."""
+    DEVICES_FILE (nothing added: LVM's own devices file narrows it); ``devices``: names."""
 
-    kind: str = ALL
-    devices: Tuple[str, ...] = ()
+    __slots__ = ()
 
     @property
     def narrow(self):

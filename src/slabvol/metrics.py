@@ -7,12 +7,12 @@ same dir). Counters survive across the per-call processes in ``<metrics_file>.co
 
 import fcntl
 import json
-import logging
 import os
 
+from . import logs
 from .files import replace_file
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 COUNTERS = {
     "hit": ("slabvol_mount_hits_total", "Mounts served by a warm (reused) slab."),

@@ -2,8 +2,7 @@
 
 import os
 import re
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from collections import namedtuple
 
 MOUNTINFO = "/proc/self/mountinfo"
 _OCTAL = re.compile(r"\\([0-7]{3})")
@@ -13,12 +12,7 @@ def _unescape(text):
     return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), text)
 
 
-@dataclass(frozen=True)
-class Mount:
-    device: Tuple[int, int]
-    mountpoint: str
-    fs_type: str
-    source: str
+Mount = namedtuple("Mount", "device mountpoint fs_type source")  # device: (major, minor)
 
 
 def parse_mountinfo(text):
@@ -45,7 +39,7 @@ class MountTable:
         with open(path, encoding="utf-8", errors="surrogateescape") as handle:
             return cls(parse_mountinfo(handle.read()))
 
-    def at(self, mountpoint) -> Optional[Mount]:
+    def at(self, mountpoint):
         """The mount on top at ``mountpoint`` (the last one listed wins), if any."""
         found = None
         for mount in self.mounts:
@@ -53,11 +47,11 @@ class MountTable:
                 found = mount
         return found
 
-    def of_device(self, device) -> List[Mount]:
+    def of_device(self, device):
         return [m for m in self.mounts if device is not None and m.device == device]
 
 
-def used_percent(path) -> Optional[float]:
+def used_percent(path):
     """Used space of the filesystem at ``path`` as df computes it, or None if unreadable."""
     try:
         st = os.statvfs(path)

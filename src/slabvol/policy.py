@@ -5,8 +5,7 @@ make room, what happens to a slab when its pod is done, and what ``gc`` repairs.
 """
 
 import re
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from collections import namedtuple
 
 from . import slab as S
 
@@ -25,36 +24,21 @@ POD_UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 CACHE_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(namedtuple("Request", "size_mb fs_type type namespace cache_key pod_uid",
+                         defaults=("ext4", S.GRAPH, "", "", ""))):
     """What a pod asked for (already validated)."""
 
-    size_mb: int
-    fs_type: str = "ext4"
-    type: str = S.GRAPH
-    namespace: str = ""
-    cache_key: str = ""
-    pod_uid: str = ""
+    __slots__ = ()
 
     @property
     def anonymous(self):
         return self.type == S.ANONYMOUS
 
 
-@dataclass(frozen=True)
-class Reuse:
-    slab: S.Slab
-
-
-@dataclass(frozen=True)
-class Create:
-    size_bytes: int
-    evict: Tuple[S.Slab, ...] = ()
-
-
-@dataclass(frozen=True)
-class Refuse:
-    message: str
+# The plans plan_mount returns.
+Reuse = namedtuple("Reuse", "slab")
+Create = namedtuple("Create", "size_bytes evict", defaults=((),))  # evict: slabs, first
+Refuse = namedtuple("Refuse", "message")
 
 
 def lv_bytes(size_mb, extent_size):
@@ -177,8 +161,9 @@ REMOVE = "remove"
 KEEP = "free"
 
 
-def plan_release(slab, used_percent: Optional[float], prune_used_percent):
-    """(REMOVE or KEEP, reason) for a slab whose pod has unmounted it.
+def plan_release(slab, used_percent, prune_used_percent):
+    """(REMOVE or KEEP, reason) for a slab whose pod has unmounted it (``used_percent``: how
+    full its filesystem is, None when unknown).
 
     A slab to REMOVE that LVM will not remove (something outside the driver still holds it
     open) is retired instead, never returned to the pool: see ``plan_repair``."""
@@ -193,11 +178,7 @@ def plan_release(slab, used_percent: Optional[float], prune_used_percent):
 
 
 # What gc repairs.
-@dataclass(frozen=True)
-class Repair:
-    action: str  # REMOVE or KEEP (return to the pool)
-    slab: S.Slab
-    reason: str
+Repair = namedtuple("Repair", "action slab reason")  # action: REMOVE or KEEP (to the pool)
 
 
 def plan_repair(slabs, busy, live_dirs):

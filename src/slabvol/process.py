@@ -6,25 +6,17 @@ exit code). Output is always captured: a child must never write to the kubelet's
 stdout or stderr. Tests replace the runner with a fake that records argv lists.
 """
 
-import logging
 import os
 import subprocess
-import time
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .errors import CommandError, ToolMissing
-
-log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 300
 
 
-@dataclass(frozen=True)
-class Result:
-    argv: tuple
-    returncode: int
-    stdout: str
-    stderr: str
+class Result(namedtuple("Result", "argv returncode stdout stderr")):
+    __slots__ = ()
 
     @property
     def ok(self):
@@ -40,7 +32,6 @@ class Runner:
 
     def call(self, argv):
         argv = [str(a) for a in argv]
-        started = time.monotonic()
         try:
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, env=self.env, timeout=self.timeout,
@@ -53,8 +44,6 @@ class Runner:
                               f"(e.g. `apt-get install {package}`) and retry") from None
         except subprocess.TimeoutExpired:
             raise CommandError(argv, -1, f"timed out after {self.timeout} s") from None
-        log.debug("ran %s -> %d in %.2f s", " ".join(argv), proc.returncode,
-                  time.monotonic() - started)
         return Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
 
     def run(self, argv):

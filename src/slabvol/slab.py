@@ -7,8 +7,7 @@ so that any text fits LVM's tag alphabet (``A-Za-z0-9_+.-/=!:#&``): every byte o
 """
 
 import re
-from dataclasses import dataclass, field
-from typing import Dict, Optional
+from collections import namedtuple
 
 from .lvm import LogicalVolume
 
@@ -68,28 +67,34 @@ def make_tag(key, value):
     return f"{PREFIX}{key}={encode(value)}"
 
 
-@dataclass(frozen=True)
-class Slab:
-    """One slab: the LV's facts plus the decoded slabvol tags."""
+# What a slab is: the LV's facts, then the decoded slabvol tags. ``open``: the device is
+# open (mounted in any mount namespace, or held); ``raw_tags``: the tags as LVM has them,
+# by key, which the slab is retagged from (not part of its value: equality and hash leave it
+# out). None where a number is unknown.
+_FIELDS = ("lv_name lv_path size_bytes active major minor open state size_mb fs_type type "
+           "namespace pod_uid mount_dir cache_key last_used use_count raw_tags")
+_DEFAULTS = (True, None, None, False, "", None, "", GRAPH, "", "", "", "", None, 0, None)
 
-    lv_name: str
-    lv_path: str
-    size_bytes: int
-    active: bool = True
-    major: Optional[int] = None
-    minor: Optional[int] = None
-    open: bool = False  # the device is open: mounted (in any mount namespace) or held
-    state: str = ""
-    size_mb: Optional[int] = None
-    fs_type: str = ""
-    type: str = GRAPH
-    namespace: str = ""
-    pod_uid: str = ""
-    mount_dir: str = ""
-    cache_key: str = ""
-    last_used: Optional[int] = None
-    use_count: int = 0
-    raw_tags: Dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+class Slab(namedtuple("Slab", _FIELDS, defaults=_DEFAULTS)):
+    __slots__ = ()
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls, *args, **kwargs)
+        return self if self.raw_tags is not None else self._replace(raw_tags={})
+
+    def __eq__(self, other):
+        return isinstance(other, Slab) and self[:-1] == other[:-1]
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __hash__(self):
+        return hash(self[:-1])
+
+    def __repr__(self):
+        return "Slab(" + ", ".join(f"{name}={value!r}" for name, value
+                                   in zip(self._fields[:-1], self[:-1])) + ")"
 
     @property
     def anonymous(self):

@@ -5,7 +5,6 @@ The unit tests never run LVM, mkfs or mount and never need root: every external 
 goes through ``fakes.FakeNode`` (the stand-in for ``process.Runner``).
 """
 
-import logging
 import os
 import sys
 
@@ -30,18 +29,11 @@ from fakes import KUBELET, FakeNode, pod_dir  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _restore_the_slabvol_logger():
-    """logs.configure() rewires the "slabvol" logger; give every test a pristine one."""
-    logger = logging.getLogger("slabvol")
-    saved = (list(logger.handlers), logger.propagate, logger.level, logging.raiseExceptions)
+def _restore_the_slabvol_log():
+    """logs.configure() points the log at a file; every test starts with logging off."""
+    slabvol.logs._file = None
     yield
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        if handler not in saved[0]:
-            handler.close()
-    for handler in saved[0]:
-        logger.addHandler(handler)
-    logger.propagate, logger.level, logging.raiseExceptions = saved[1], saved[2], saved[3]
+    slabvol.logs._file = None
 
 
 @pytest.fixture
@@ -61,7 +53,7 @@ def node(fs):
 def make_driver(node, config):
     """Build a Driver on the fake node; keyword arguments override the config."""
     def make(**overrides):
-        return fakes.make_driver(node, Config(**{**config.__dict__, **overrides}))
+        return fakes.make_driver(node, config._replace(**overrides))
     return make
 
 

@@ -75,8 +75,7 @@ def test_gc_reports_each_slab_it_could_not_repair_and_exits_1(human, capsys):
 def test_gc_rewrites_the_metrics_file(node, config, monkeypatch, capsys, fs):
     """After a reboot the slabs of vanished pods are free again; the metrics must say so
     without waiting for the next mount."""
-    from dataclasses import replace
-    config = replace(config, metrics_file="/var/lib/node_exporter/textfile_collector/s.prom")
+    config = config._replace(metrics_file="/var/lib/node_exporter/textfile_collector/s.prom")
     monkeypatch.setattr(cli, "_driver", lambda: (config, make_driver(node, config)))
     fs.create_dir("/var/lib/node_exporter/textfile_collector")
     claimed_slab(node, "slab_a", pod_dir("uid-gone"))

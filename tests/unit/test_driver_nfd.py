@@ -2,12 +2,11 @@
 from the VG as the call left it, with no second LVM report; always what a new report says.
 """
 
-import dataclasses
 import os
 
 import pytest
 
-from slabvol import labels
+from slabvol import labels, logs
 from slabvol import slab as S
 from slabvol.errors import SlabvolError
 from slabvol.policy import Request
@@ -26,7 +25,7 @@ def req(size_mb=GiB, ns="team-a", key="", type=S.GRAPH, uid="uid-1"):
 @pytest.fixture
 def nfd_config(config, fs):
     fs.create_dir(os.path.dirname(FEATURES))
-    return dataclasses.replace(config, nfd_features_file=FEATURES, nfd_max_warm=8)
+    return config._replace(nfd_features_file=FEATURES, nfd_max_warm=8)
 
 
 @pytest.fixture
@@ -152,13 +151,15 @@ def test_a_failed_mount_publishes_what_a_new_report_says(node, nfd_driver, nfd_c
     assert key_label("repo-a") not in lines(published())
 
 
-def test_a_missing_features_dir_never_fails_the_mount(node, driver, config, pod, caplog):
+def test_a_missing_features_dir_never_fails_the_mount(node, driver, config, pod):
     pod("uid-1")
-    nfd = make_driver(node, dataclasses.replace(config, nfd_features_file=FEATURES))
+    logs.configure(config)
+    nfd = make_driver(node, config._replace(nfd_features_file=FEATURES))
     outcome = nfd.mount(pod_dir("uid-1"), req())
     assert outcome.event == "miss"
     assert not os.path.exists(FEATURES)
-    assert "install.sh --nfd" in caplog.text
+    with open(config.log_file) as log:
+        assert "install.sh --nfd" in log.read()
 
 
 def test_the_file_is_only_replaced_when_it_changes(node, nfd_driver, pod):

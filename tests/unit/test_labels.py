@@ -2,7 +2,6 @@
 
 import json
 import re
-from dataclasses import replace
 
 import pytest
 
@@ -193,7 +192,7 @@ def test_a_slab_taken_or_removed_is_no_longer_listed():
     a, b = slab("a", key="r", last_used=1), slab("b", key="r", last_used=2)
     before = parse(L.feature_file(vg(free_mb=0), [a, b]))
     assert before[L.key_label("team-a", 1024, "ext4", "r")] == "2"
-    taken = parse(L.feature_file(vg(free_mb=0), [a, replace(b, state=S.IN_USE)]))
+    taken = parse(L.feature_file(vg(free_mb=0), [a, b._replace(state=S.IN_USE)]))
     assert taken[L.key_label("team-a", 1024, "ext4", "r")] == "1"
     assert taken[L.ROOM] == "1024"
     removed = parse(L.feature_file(vg(free_mb=1024), [a]))

@@ -20,9 +20,29 @@ SRC = os.path.abspath(os.path.join(HERE, os.pardir, os.pardir, "src"))
 # imported) runs the verbs through cli.main and writes sys.modules to a file (cli.main
 # points descriptors 1 and 2 at /dev/null while a verb runs).
 HARNESS = r"""
-import json, sys
+import builtins, json, sys
 src, unit, out, config = sys.argv[1:5]
 calls = json.loads(sys.argv[5])
+# Every import statement, cached or not, as an edge importer -> imported: what slabvol needs
+# is what its own modules reach through these edges, whoever imported a module first (the
+# fake node below imports modules of its own).
+edges = set()
+real_import = builtins.__import__
+def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
+    module = real_import(name, globals, locals, fromlist, level)
+    importer = (globals or {}).get("__name__", "")
+    if level:
+        package = (globals or {}).get("__package__") or ""
+        base = package.rsplit(".", level - 1)[0] if level > 1 else package
+        name = f"{base}.{name}" if name else base
+    parts = name.split(".")
+    for i in range(1, len(parts) + 1):
+        edges.add((importer, ".".join(parts[:i])))
+    for item in fromlist or ():
+        if f"{name}.{item}" in sys.modules:
+            edges.add((importer, f"{name}.{item}"))
+    return module
+builtins.__import__ = recording_import
 sys.path[:0] = [src, unit]
 import os
 os.environ["SLABVOL_CONFIG"] = config
@@ -41,8 +61,16 @@ if calls[0][0] != "init":
     driver.Driver = fake_driver  # flex takes it from here
 from slabvol.cli import main
 codes = [main(argv) for argv in calls]
+reached = {m for m in sys.modules if m.startswith("slabvol")}
+todo = list(reached)
+while todo:
+    importer = todo.pop()
+    for source, target in edges:
+        if source == importer and target not in reached:
+            reached.add(target)
+            todo.append(target)
 with open(out, "w") as handle:
-    json.dump({"codes": codes, "modules": sorted(sys.modules)}, handle)
+    json.dump({"codes": codes, "modules": sorted(reached & set(sys.modules))}, handle)
 """
 
 # Never on the kubelet verbs' path: the CLI toolkit, and the standard modules that
@@ -51,6 +79,14 @@ with open(out, "w") as handle:
 # module it imports) is not needed for a random slab name.
 NEVER = {"click", "logging.handlers", "socket", "pickle", "queue", "hashlib", "_hashlib",
          "uuid", "platform"}
+# Nor these: a frozen dataclass costs more to define at import than its module costs to
+# import (dataclasses generates and compiles each method, and imports inspect, ast, dis and
+# tokenize); typing is only annotations; logging (with traceback, string, weakref and
+# threading's atexit hooks) for a few lines a call; shlex and textwrap for messages. The
+# driver's own records are namedtuples and its log writer is logs.py (issue 10, bench/run's
+# start-up phase).
+HEAVY = {"dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "logging",
+         "traceback", "shlex", "textwrap"}
 
 
 def run_verbs(tmp_path, calls):
@@ -85,7 +121,8 @@ def test_a_mount_and_an_unmount_import_nothing_only_people_need(tmp_path):
     codes, modules = run_verbs(tmp_path, [["mount", str(mount_dir), options],
                                           ["unmount", str(mount_dir)]])
     assert codes == [0, 0]  # a hit and a release on the fake node
-    assert "slabvol.driver" in modules and "logging" in modules
+    assert "slabvol.driver" in modules and "slabvol.logs" in modules
     assert not modules & NEVER, sorted(modules & NEVER)
+    assert not modules & HEAVY, sorted(modules & HEAVY)
     log = (tmp_path / "log" / "slabvol.log").read_text()
     assert "reuse slab_1" in log and "free slab_1" in log
