@@ -3,7 +3,6 @@ never overwritten."""
 
 import os
 import tempfile
-from dataclasses import fields
 
 from .. import config as config_mod
 from ..errors import SlabvolError
@@ -43,28 +42,24 @@ CONFIG_HELP = {
 
 
 def default_config_text(kubelet_dir=None, nfd_features_file=""):
-    defaults = config_mod.Config()
     lines = ["# slabvol node configuration, read by the ax/vol_plugin driver on every call.",
              "# Written by install.sh with every key at its default, commented out;",
              "# uncomment and change what you need. install.sh never overwrites this file",
              "# (install.sh --nfd only adds the nfd_features_file line when it is missing).",
              "# Reference: docs/operations.md.", "", f"[{config_mod.SECTION}]"]
-    for f in fields(config_mod.Config):
-        if f.name == "path":
-            continue
-        value = getattr(defaults, f.name)
+    for name, value in config_mod.DEFAULTS.items():
         text = f"{value:g}" if isinstance(value, float) else str(value)
         lines.append("")
-        for chunk in _wrap(CONFIG_HELP[f.name]):
+        for chunk in _wrap(CONFIG_HELP[name]):
             lines.append(f"# {chunk}")
-        if f.name == "kubelet_dir" and kubelet_dir and kubelet_dir != value:
+        if name == "kubelet_dir" and kubelet_dir and kubelet_dir != value:
             lines.append("# (set by install.sh: the running kubelet's --root-dir)")
-            lines.append(f"{f.name} = {kubelet_dir}")
-        elif f.name == "nfd_features_file" and nfd_features_file:
+            lines.append(f"{name} = {kubelet_dir}")
+        elif name == "nfd_features_file" and nfd_features_file:
             lines.append("# (set by install.sh --nfd)")
-            lines.append(f"{f.name} = {nfd_features_file}")
+            lines.append(f"{name} = {nfd_features_file}")
         else:
-            lines.append(f"# {f.name} = {text}".rstrip())
+            lines.append(f"# {name} = {text}".rstrip())
     return "\n".join(lines) + "\n"
 
 
