@@ -1,12 +1,13 @@
 """``/etc/slabvol/slabvol.conf``: written with every key commented out when there is none,
 never overwritten."""
 
+import errno
 import os
-import tempfile
+import textwrap
 
 from .. import config as config_mod
 from ..errors import SlabvolError
-from .host import InstallError
+from .host import InstallError, write_atomically
 
 
 # What each config key means, for the default config file (tests keep it complete).
@@ -42,66 +43,45 @@ CONFIG_HELP = {
 
 
 def default_config_text(kubelet_dir=None, nfd_features_file=""):
+    defaults = config_mod.Config()
     lines = ["# slabvol node configuration, read by the ax/vol_plugin driver on every call.",
              "# Written by install.sh with every key at its default, commented out;",
              "# uncomment and change what you need. install.sh never overwrites this file",
              "# (install.sh --nfd only adds the nfd_features_file line when it is missing).",
              "# Reference: docs/operations.md.", "", f"[{config_mod.SECTION}]"]
-    for name, value in config_mod.DEFAULTS.items():
-        text = f"{value:g}" if isinstance(value, float) else str(value)
-        lines.append("")
-        for chunk in _wrap(CONFIG_HELP[name]):
-            lines.append(f"# {chunk}")
-        if name == "kubelet_dir" and kubelet_dir and kubelet_dir != value:
-            lines.append("# (set by install.sh: the running kubelet's --root-dir)")
-            lines.append(f"{name} = {kubelet_dir}")
-        elif name == "nfd_features_file" and nfd_features_file:
-            lines.append("# (set by install.sh --nfd)")
-            lines.append(f"{name} = {nfd_features_file}")
+    for key, help_text in CONFIG_HELP.items():  # in the order of Config's fields
+        value = getattr(defaults, key)
+        lines += ["", *(f"# {chunk}" for chunk in textwrap.wrap(
+            help_text, 88, break_long_words=False, break_on_hyphens=False))]
+        if key == "kubelet_dir" and kubelet_dir and kubelet_dir != value:
+            lines += ["# (set by install.sh: the running kubelet's --root-dir)",
+                      f"{key} = {kubelet_dir}"]
+        elif key == "nfd_features_file" and nfd_features_file:
+            lines += ["# (set by install.sh --nfd)", f"{key} = {nfd_features_file}"]
         else:
-            lines.append(f"# {name} = {text}".rstrip())
+            text = f"{value:g}" if isinstance(value, float) else str(value)
+            lines.append(f"# {key} = {text}".rstrip())
     return "\n".join(lines) + "\n"
 
 
-def _wrap(text, width=88):
-    words, line, out = text.split(), "", []
-    for word in words:
-        if line and len(line) + 1 + len(word) > width:
-            out.append(line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    if line:
-        out.append(line)
-    return out
-
-
 def read_config(host):
-    path = host.path(config_mod.DEFAULT_PATH)
     try:
-        return config_mod.load(path)
+        return config_mod.load(host.path(config_mod.DEFAULT_PATH))
     except SlabvolError as exc:
         raise InstallError(f"{exc} (install.sh reads it for the volume group name)") from None
 
 
 def install_config(host, kubelet, nfd_features_file=""):
+    """Write the default config unless there is one (or one appears meanwhile)."""
     path = config_mod.DEFAULT_PATH
     if os.path.lexists(host.path(path)):
         host.same(f"{path} exists, not touched")
         return
-    host.changed(f"wrote default config {path}")
-    if host.dry_run:
-        return
-    text = default_config_text(kubelet.root_dir, nfd_features_file)
-    directory = os.path.dirname(host.path(path))
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".slabvol.conf.tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.link(tmp, host.path(path))  # fails if one appeared meanwhile: never overwrite
-    finally:
-        os.remove(tmp)
+    host.apply(f"wrote default config {path}", write_atomically, host.path(path),
+               default_config_text(kubelet.root_dir, nfd_features_file), 0o644, _absent)
+
+
+def _absent(tmp):
+    path = os.path.join(os.path.dirname(tmp), os.path.basename(config_mod.DEFAULT_PATH))
+    if os.path.lexists(path):
+        raise FileExistsError(errno.EEXIST, "not overwritten", path)

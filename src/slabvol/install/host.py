@@ -155,9 +155,9 @@ def existing_parent(path):
 
 
 
-def write_atomically(path, text, mode=0o644):
+def write_atomically(path, text, mode=0o644, check=None):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    replace_file(path, text, mode, durable=True)
+    replace_file(path, text, mode, durable=True, check=check)
 
 
 def read_processes(proc_dir):

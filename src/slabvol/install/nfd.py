@@ -1,17 +1,7 @@
-"""install.sh --nfd: the config's ``nfd_features_file`` and the dir nfd-worker reads it from.
-
-The driver (not the installer) writes the feature file after each mount, unmount and gc.
-The installer only names it in ``/etc/slabvol/slabvol.conf`` and makes sure its dir exists,
-readable by nfd-worker, which runs as user 65534 with every capability dropped
-(node-feature-discovery Dockerfile ``USER 65534:65534``; deployment/helm/
-node-feature-discovery/values.yaml ``worker.securityContext``) and sees the dir through a
-hostPath mount of exactly that dir (templates/worker.yaml, volume ``features-d``).
-
-An existing config is never rewritten, with one exception: ``--nfd`` adds the
-``nfd_features_file`` line when the config has none (the commented-out default that
-install.sh wrote becomes the setting; otherwise the line goes right below ``[slabvol]``).
-A config that already sets the key to something else is an operator's decision: install.sh
-refuses and says which line to change, and changes nothing.
+"""install.sh --nfd: the config's ``nfd_features_file`` and the dir nfd-worker reads it from
+(the driver writes the file). nfd-worker runs as user 65534 with no capabilities and sees
+the dir through a hostPath mount: the dir must be world-readable. An existing config gets
+the key only when it has none; one that sets it otherwise is refused, naming the line.
 """
 
 import configparser
@@ -194,14 +184,11 @@ def _check_edit(conf, before, after, path):
 
 
 def _line_of_key(text):
-    for number, line in enumerate(text.splitlines(), 1):
-        if _KEY_LINE.match(line):
-            return number
-    return None
+    return next((n for n, line in enumerate(text.splitlines(), 1) if _KEY_LINE.match(line)),
+                None)
 
 
 def _replace_keeping_mode(path, text):
     st = os.stat(path)
     write_atomically(path, text, stat.S_IMODE(st.st_mode))
-    if (os.stat(path).st_uid, os.stat(path).st_gid) != (st.st_uid, st.st_gid):
-        os.chown(path, st.st_uid, st.st_gid)
+    os.chown(path, st.st_uid, st.st_gid)

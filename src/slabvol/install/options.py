@@ -118,6 +118,7 @@ def build_parser():
 
 _SIZE = re.compile(r"(\d+)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9._+/@:-]*")
+SHEBANG = "ends up in a #! line or a systemd unit"
 
 
 def parse_size(text):
@@ -137,25 +138,14 @@ def human_size(size):
     return f"{size}B"
 
 
-def _check_path(option, value, *, safe=False):
+def _check_path(option, value, *, safe=""):
+    """``value`` normalised; ``safe``: where it ends up, when only ._+/@:- may be in it."""
     if not os.path.isabs(value):
         raise UsageError(f"{option} {value!r} must be an absolute path")
     if safe and not _SAFE_PATH.fullmatch(value):
         raise UsageError(f"{option} {value!r} may only contain letters, digits and "
-                         f"._+/@:- (it ends up in a #! line or a systemd unit)")
+                         f"._+/@:- (it {safe})")
     return os.path.normpath(value)
-
-
-def check_nfd_path(value):
-    """--nfd FILE: an absolute path that nfd-worker reads and slabvol.conf can hold."""
-    path = _check_path("--nfd", value)
-    if not _SAFE_PATH.fullmatch(path):
-        raise UsageError(f"--nfd {value!r} may only contain letters, digits and ._+/@:- "
-                         f"(it is written into slabvol.conf)")
-    if os.path.basename(path).startswith(".") or path == "/":
-        raise UsageError(f"--nfd {value!r}: nfd-worker skips dot-files (and needs a file "
-                         f"name); use e.g. {DEFAULT_NFD_FEATURES_FILE}")
-    return path
 
 
 def parse_args(argv, environ=None):
@@ -166,7 +156,7 @@ def parse_args(argv, environ=None):
     o.root = os.path.abspath(ns.root or environ.get(ROOT_ENV) or "/")
     o.force, o.skip_vg, o.dry_run = ns.force, ns.skip_vg, ns.dry_run
     o.uninstall, o.purge = ns.uninstall, ns.purge
-    o.prefix = _check_path("--prefix", ns.prefix, safe=True)
+    o.prefix = _check_path("--prefix", ns.prefix, safe=SHEBANG)
     if o.prefix == "/":
         raise UsageError("--prefix / would put the runtime into the root dir; use a dir of "
                          "its own such as /opt/slabvol")
@@ -198,14 +188,18 @@ def parse_args(argv, environ=None):
             raise UsageError(f"--disk {ns.disk!r} is not a device path under /dev/ "
                              f"(list the disks with `lsblk`)")
     if ns.loopback:
-        o.loopback = _check_path("--loopback", ns.loopback, safe=True)
+        o.loopback = _check_path("--loopback", ns.loopback, safe=SHEBANG)
         o.size = parse_size(ns.size or DEFAULT_LOOP_SIZE)
         o.size_given = bool(ns.size)
         if o.size < MIN_LOOP_SIZE:
             raise UsageError(f"--size {ns.size} is too small; a loopback volume group needs "
                              f"at least {human_size(MIN_LOOP_SIZE)}")
     if ns.nfd:
-        o.nfd = check_nfd_path(ns.nfd)
+        o.nfd = _check_path("--nfd", ns.nfd)
+        _check_path("--nfd", o.nfd, safe="is written into slabvol.conf")
+        if os.path.basename(o.nfd).startswith(".") or o.nfd == "/":
+            raise UsageError(f"--nfd {ns.nfd!r}: nfd-worker skips dot-files (and needs a file "
+                             f"name); use e.g. {DEFAULT_NFD_FEATURES_FILE}")
     if ns.python and ns.wheelhouse:
         raise UsageError("--wheelhouse is for building the virtual environment; with "
                          "--python no environment is built")
@@ -213,10 +207,8 @@ def parse_args(argv, environ=None):
         found = shutil.which(ns.python)
         if not found:
             raise UsageError(f"--python {ns.python}: no such executable")
-        o.python = found if os.path.isabs(found) else os.path.abspath(found)
-        if not _SAFE_PATH.fullmatch(o.python):
-            raise UsageError(f"--python {o.python!r} may only contain letters, digits and "
-                             f"._+/@:- (it becomes the #! line of the driver)")
+        o.python = _check_path("--python", os.path.abspath(found),
+                               safe="becomes the #! line of the driver")
     if ns.wheelhouse:
         o.wheelhouse = os.path.abspath(ns.wheelhouse)
         if not os.path.isdir(o.wheelhouse):
