@@ -250,6 +250,10 @@ def rows(result):
                     "-" if c is None else f"{100 * c:+.0f}% (floor {100 * (cf or 0):+.0f}%)",
                     f"< {100 * GOAL_DEVICES:.0f}%",
                     _verdict(None if c is None else abs(c) < GOAL_DEVICES)))
+        if "devices_read_by_the_driver" in dev:
+            read = dev["devices_read_by_the_driver"]
+            out.append((f"of the +{dev['count']} devices, read by hit+unmount", str(read), "",
+                        "", "0", _verdict(read == 0)))
     arch = result.get("archive")
     if arch:
         hit, miss = arch.get("per_hit_cycle"), arch.get("per_miss_cycle")

@@ -128,7 +128,7 @@ RESULT = {
                          {"slabs": 50, "wall_s": 2.2, "floor_s": 1.6},
                          {"slabs": 200, "wall_s": 2.6, "floor_s": 1.8}]},
     "devices": {"count": 40, "wall_s": 2.1, "baseline_wall_s": 2.0, "floor_s": 1.5,
-                "baseline_floor_s": 1.5},
+                "baseline_floor_s": 1.5, "devices_read_by_the_driver": 0},
     "archive": {"per_hit_cycle": [0, 0], "per_miss_cycle": [1, 1],
                 "bounded": {"seeded": 60, "after": 20, "kept": 20}},
 }
@@ -142,6 +142,10 @@ def test_the_table_has_a_row_per_goal_with_its_verdict():
     assert by_name["unmount vs floor"][3] == "1.25"
     assert by_name["hit, 200 slabs / 1"][3:] == ("1.30 (floor 1.20)", "<= 1.2", "NO")
     assert by_name["hit, +40 devices"][3:] == ("+5% (floor +0%)", "< 10%", "yes")
+    assert by_name["of the +40 devices, read by hit+unmount"][1:] == ("0", "", "", "0", "yes")
+    read = dict(RESULT, devices=dict(RESULT["devices"], devices_read_by_the_driver=3))
+    assert {r[0]: r for r in report.rows(read)}[
+        "of the +40 devices, read by hit+unmount"][-1] == "NO"
     assert by_name["archive files / hit cycle"][1] == "0"
     assert by_name["archive files / hit cycle"][-1] == "yes"
     assert by_name["archive files / miss cycle"][-1] == "yes"
