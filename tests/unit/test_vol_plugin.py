@@ -150,6 +150,24 @@ def test_a_missing_volume_group_answers_failure_and_child_stderr_stays_hidden(no
     assert "mount " + str(node.pod) in node.log.read_text()
 
 
+@pytest.mark.parametrize("args, torn_down", [(["init"], False), (["unmount", "/x"], False),
+                                             (["--version"], True)])
+def test_a_kubelet_verb_ends_without_the_interpreters_teardown(node, tmp_path, args,
+                                                                torn_down):
+    """After the answer, a kubelet verb skips the teardown (atexit handlers, freeing every
+    module): a tenth of a call under emulation. A human command ends normally."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        f"import atexit\natexit.register(lambda: open({str(tmp_path / 'torn')!r}, 'w').close())\n")
+    env = {"PATH": str(node.bin), "SLABVOL_CONFIG": str(node.config), "PYTHONPATH": str(hooks)}
+    proc = subprocess.run([VOL_PLUGIN, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env, timeout=60, check=False)
+    if not torn_down:
+        assert proc.stderr == b"" and json.loads(proc.stdout)["status"] in ("Success", "Failure")
+    assert (tmp_path / "torn").exists() == torn_down
+
+
 def test_version_prints_the_version(node):
     proc = node.run("--version")
     assert (proc.returncode, proc.stderr) == (0, b"")
