@@ -1036,7 +1036,8 @@ def installed_loopback_with_slabs(env):
 
 
 def mount_slab(env, name):
-    env.node.mount_by_hand(env.node.device(name), "/var/lib/kubelet/pods/u/volumes/ax~vol_plugin/d")
+    env.node.mount_by_hand(env.node.device(name),
+                           "/var/lib/kubelet/pods/u/volumes/ax~vol_plugin/d")
 
 
 def test_uninstall_removes_driver_and_runtime_and_keeps_vg_slabs_config_and_loop(env):
