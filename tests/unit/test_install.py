@@ -28,7 +28,7 @@ from slabvol.install.host import Host
 from slabvol.install.kubelet import detect_kubelet, resolve_plugin_dir
 from slabvol.install.layout import (
     DEFAULT_LOOP_FILE, DEFAULT_PLUGIN_DIR, KNOWN_PLUGIN_DIRS, LOOP_UNIT, SYMLINK, VENV_COMPLETE)
-from slabvol.install.options import Options, human_size, parse_size
+from slabvol.install.options import human_size, parse_size
 from slabvol.packages import LVM_TOOLS
 from slabvol.install.runtime import IMPORT_CHECK
 from slabvol.install.volume_group import PARTITION_TABLES
@@ -677,8 +677,7 @@ def test_loopback_when_the_volume_group_is_on_a_disk_is_refused(env):
 def detected(env, processes):
     env.processes = processes
     host = Host(env.root, runner=env.node, processes=processes, out=io.StringIO())
-    opts = Options()
-    return resolve_plugin_dir(host, opts, detect_kubelet(host))
+    return resolve_plugin_dir(host, None, detect_kubelet(host))
 
 
 @pytest.mark.parametrize("argv, expected", [

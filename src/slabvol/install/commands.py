@@ -49,7 +49,7 @@ def install(host, opts, kubelet):
     nfd = plan_nfd(host, opts, config)
     runtime = plan_runtime(host, opts)
     check_prerequisites(host, opts, need_venv=not runtime.ready)
-    plugin_dir, why = resolve_plugin_dir(host, opts, kubelet)
+    plugin_dir, why = resolve_plugin_dir(host, opts.plugin_dir, kubelet)
     check_writable(host, plugin_dir)
     content = render_executable(opts.source, runtime)
     if kubelet.root_dir and os.path.lexists(host.path(config_mod.DEFAULT_PATH)) \
@@ -114,7 +114,7 @@ def uninstall(host, opts, kubelet):
     vg = config.volume_group if os.path.exists(host.path(config_mod.DEFAULT_PATH)) \
         else manifest.get("volume_group") or config.volume_group
     plugin_dir = opts.plugin_dir or manifest.get("plugin_dir") \
-        or resolve_plugin_dir(host, opts, kubelet)[0]
+        or resolve_plugin_dir(host, opts.plugin_dir, kubelet)[0]
     executable = f"{plugin_dir}/{DRIVER_DIR}/{EXECUTABLE}"
 
     try:

@@ -4,33 +4,11 @@ import argparse
 import os
 import re
 import shutil
-from dataclasses import dataclass
-from typing import Optional
 
 from .. import DRIVER_NAME, __version__
 from .host import UsageError
 from .layout import (DEFAULT_LOOP_FILE, DEFAULT_LOOP_SIZE, DEFAULT_NFD_FEATURES_FILE,
                      DEFAULT_PREFIX, KNOWN_PLUGIN_DIRS, LOOP_UNIT, MIN_LOOP_SIZE, ROOT_ENV)
-
-
-@dataclass
-class Options:
-    source: str = ""
-    disk: Optional[str] = None
-    loopback: Optional[str] = None
-    size: Optional[int] = None
-    size_given: bool = False
-    skip_vg: bool = False
-    force: bool = False
-    prefix: str = DEFAULT_PREFIX
-    python: Optional[str] = None
-    wheelhouse: Optional[str] = None
-    plugin_dir: Optional[str] = None
-    root: str = "/"
-    uninstall: bool = False
-    purge: bool = False
-    dry_run: bool = False
-    nfd: Optional[str] = None  # --nfd: the nfd_features_file to set in the config
 
 
 EPILOG = """\
@@ -149,70 +127,67 @@ def _check_path(option, value, *, safe=""):
 
 
 def parse_args(argv, environ=None):
+    """The parsed options, checked and normalised (paths absolute, --size in bytes)."""
     environ = os.environ if environ is None else environ
-    ns = build_parser().parse_args(argv)
-    o = Options()
-    o.source = os.path.abspath(ns.source or default_source())
-    o.root = os.path.abspath(ns.root or environ.get(ROOT_ENV) or "/")
-    o.force, o.skip_vg, o.dry_run = ns.force, ns.skip_vg, ns.dry_run
-    o.uninstall, o.purge = ns.uninstall, ns.purge
-    o.prefix = _check_path("--prefix", ns.prefix, safe=SHEBANG)
+    o = build_parser().parse_args(argv)
+    o.source = os.path.abspath(o.source or default_source())
+    o.root = os.path.abspath(o.root or environ.get(ROOT_ENV) or "/")
+    o.prefix = _check_path("--prefix", o.prefix, safe=SHEBANG)
     if o.prefix == "/":
         raise UsageError("--prefix / would put the runtime into the root dir; use a dir of "
                          "its own such as /opt/slabvol")
-    if ns.plugin_dir:
-        o.plugin_dir = _check_path("--plugin-dir", ns.plugin_dir)
+    if o.plugin_dir:
+        o.plugin_dir = _check_path("--plugin-dir", o.plugin_dir)
     if not os.path.isdir(o.root):
         raise UsageError(f"--root {o.root} is not a directory")
-    if ns.purge and not ns.uninstall:
+    if o.purge and not o.uninstall:
         raise UsageError("--purge deletes every slab and the volume group; it only works "
                          "together with --uninstall (./install.sh --uninstall --purge)")
-    if ns.uninstall:
-        used = [flag for flag, value in (("--disk", ns.disk), ("--loopback", ns.loopback),
-                                         ("--size", ns.size), ("--python", ns.python),
-                                         ("--wheelhouse", ns.wheelhouse),
-                                         ("--skip-vg", ns.skip_vg), ("--nfd", ns.nfd))
+    if o.uninstall:
+        used = [flag for flag, value in (("--disk", o.disk), ("--loopback", o.loopback),
+                                         ("--size", o.size), ("--python", o.python),
+                                         ("--wheelhouse", o.wheelhouse),
+                                         ("--skip-vg", o.skip_vg), ("--nfd", o.nfd))
                 if value]
         if used:
             raise UsageError(f"{', '.join(used)} cannot be combined with --uninstall")
         return o
-    chosen = [flag for flag, value in (("--disk", ns.disk), ("--loopback", ns.loopback),
-                                       ("--skip-vg", ns.skip_vg)) if value]
+    chosen = [flag for flag, value in (("--disk", o.disk), ("--loopback", o.loopback),
+                                       ("--skip-vg", o.skip_vg)) if value]
     if len(chosen) > 1:
         raise UsageError(f"choose one of {' and '.join(chosen)}")
-    if ns.size and not ns.loopback:
+    if o.size and not o.loopback:
         raise UsageError("--size is the size of a --loopback file; it needs --loopback")
-    if ns.disk:
-        o.disk = _check_path("--disk", ns.disk)
-        if not o.disk.startswith("/dev/"):
-            raise UsageError(f"--disk {ns.disk!r} is not a device path under /dev/ "
+    if o.disk:
+        if not _check_path("--disk", o.disk).startswith("/dev/"):
+            raise UsageError(f"--disk {o.disk!r} is not a device path under /dev/ "
                              f"(list the disks with `lsblk`)")
-    if ns.loopback:
-        o.loopback = _check_path("--loopback", ns.loopback, safe=SHEBANG)
-        o.size = parse_size(ns.size or DEFAULT_LOOP_SIZE)
-        o.size_given = bool(ns.size)
+        o.disk = os.path.normpath(o.disk)
+    o.size_given = bool(o.size)
+    if o.loopback:
+        o.loopback = _check_path("--loopback", o.loopback, safe=SHEBANG)
+        text, o.size = o.size, parse_size(o.size or DEFAULT_LOOP_SIZE)
         if o.size < MIN_LOOP_SIZE:
-            raise UsageError(f"--size {ns.size} is too small; a loopback volume group needs "
+            raise UsageError(f"--size {text} is too small; a loopback volume group needs "
                              f"at least {human_size(MIN_LOOP_SIZE)}")
-    if ns.nfd:
-        o.nfd = _check_path("--nfd", ns.nfd)
-        _check_path("--nfd", o.nfd, safe="is written into slabvol.conf")
+    if o.nfd:
+        text, o.nfd = o.nfd, _check_path("--nfd", o.nfd, safe="is written into slabvol.conf")
         if os.path.basename(o.nfd).startswith(".") or o.nfd == "/":
-            raise UsageError(f"--nfd {ns.nfd!r}: nfd-worker skips dot-files (and needs a file "
+            raise UsageError(f"--nfd {text!r}: nfd-worker skips dot-files (and needs a file "
                              f"name); use e.g. {DEFAULT_NFD_FEATURES_FILE}")
-    if ns.python and ns.wheelhouse:
+    if o.python and o.wheelhouse:
         raise UsageError("--wheelhouse is for building the virtual environment; with "
                          "--python no environment is built")
-    if ns.python:
-        found = shutil.which(ns.python)
+    if o.python:
+        found = shutil.which(o.python)
         if not found:
-            raise UsageError(f"--python {ns.python}: no such executable")
+            raise UsageError(f"--python {o.python}: no such executable")
         o.python = _check_path("--python", os.path.abspath(found),
                                safe="becomes the #! line of the driver")
-    if ns.wheelhouse:
-        o.wheelhouse = os.path.abspath(ns.wheelhouse)
+    if o.wheelhouse:
         if not os.path.isdir(o.wheelhouse):
-            raise UsageError(f"--wheelhouse {ns.wheelhouse}: no such directory")
+            raise UsageError(f"--wheelhouse {o.wheelhouse}: no such directory")
+        o.wheelhouse = os.path.abspath(o.wheelhouse)
     return o
 
 
