@@ -31,19 +31,8 @@ def read_manifest(host, prefix):
     return data if isinstance(data, dict) else {}
 
 
-def write_manifest(host, prefix, data):
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    if host.read_text(f"{prefix}/{MANIFEST}") == text:
-        host.same(f"{prefix}/{MANIFEST}")
-        return
-    host.write_file(f"{prefix}/{MANIFEST}", text,
-                    what=f"recorded the installation in {prefix}/{MANIFEST}")
-
-
 def install(host, opts, kubelet):
-    host.say(f"slabvol {__version__}: installing {DRIVER_NAME}"
-             + (f" (root {host.root})" if host.root != "/" else "")
-             + (" -- dry run, nothing will change" if host.dry_run else ""))
+    host.begin("installing")
     check_source(opts.source)
     config = read_config(host)
     nfd = plan_nfd(host, opts, config)
@@ -82,13 +71,12 @@ def install(host, opts, kubelet):
                 "python": runtime.python, "venv": runtime.venv, "symlink": SYMLINK,
                 "volume_group": config.volume_group, "loopback_file": loop_file,
                 "loopback_unit": f"{UNIT_DIR}/{LOOP_UNIT}" if loop_file else None}
-    write_manifest(host, opts.prefix, manifest)
+    host.write_file(f"{opts.prefix}/{MANIFEST}", json.dumps(manifest, indent=2, sort_keys=True)
+                    + "\n", f"recorded the installation in {opts.prefix}/{MANIFEST}")
 
     host.say("")
-    if not host.changes:
-        host.say("Nothing changed: slabvol is installed and up to date.")
-    else:
-        host.say(f"{'Would make' if host.dry_run else 'Made'} {len(host.changes)} change(s).")
+    host.say(host.made() if host.changes else
+             "Nothing changed: slabvol is installed and up to date.")
     host.say(f"""
 Next:
   vol_plugin status     # the volume group and its slabs ({executable} status)
@@ -100,9 +88,7 @@ Next:
 
 
 def uninstall(host, opts, kubelet):
-    host.say(f"slabvol {__version__}: {'purging' if opts.purge else 'uninstalling'} "
-             f"{DRIVER_NAME}" + (f" (root {host.root})" if host.root != "/" else "")
-             + (" -- dry run, nothing will change" if host.dry_run else ""))
+    host.begin("purging" if opts.purge else "uninstalling")
     manifest = read_manifest(host, opts.prefix)
     try:
         config = config_mod.load(host.path(config_mod.DEFAULT_PATH))
@@ -173,7 +159,7 @@ def uninstall(host, opts, kubelet):
         raise InstallError("the purge is incomplete (see the warnings above); the driver and "
                            "the runtime are removed. Deal with what is left, then run "
                            "./install.sh --uninstall --purge again")
-    host.say(f"{'Would make' if host.dry_run else 'Made'} {len(host.changes)} change(s).")
+    host.say(host.made())
     if not opts.purge:
         kept = [f"the config {config_mod.DEFAULT_PATH}"]
         if report is not None:

@@ -9,6 +9,7 @@ from typing import List
 from ..errors import SlabvolError
 from ..files import replace_file
 from ..process import Result, Runner
+from .. import DRIVER_NAME, __version__
 from .layout import DRIVER_DIR
 
 
@@ -26,7 +27,7 @@ class Host:
         self.root = os.path.abspath(root)
         self.runner = runner or Runner()
         self.dry_run = dry_run
-        self._which = which or shutil.which
+        self.which = which or shutil.which
         self._processes = processes
         self.out = out or sys.stdout
         self.err = err or sys.stderr
@@ -53,10 +54,15 @@ class Host:
     def warn(self, text):
         print(f"install.sh: warning: {text}", file=self.err, flush=True)
 
-    # commands
-    def which(self, name):
-        return self._which(name)
+    def begin(self, what):
+        self.say(f"slabvol {__version__}: {what} {DRIVER_NAME}"
+                 + (f" (root {self.root})" if self.root != "/" else "")
+                 + (" -- dry run, nothing will change" if self.dry_run else ""))
 
+    def made(self):
+        return f"{'Would make' if self.dry_run else 'Made'} {len(self.changes)} change(s)."
+
+    # commands
     def query(self, argv):
         """Run a command that changes nothing (also in --dry-run)."""
         return self.runner.call(argv)
@@ -72,10 +78,13 @@ class Host:
         return None if self.dry_run else action(*args)
 
     # files
-    def write_file(self, host_path, text, mode=0o644, what=None):
-        """Replace a file atomically and durably (files.replace_file)."""
-        self.apply(what or f"wrote {host_path}", write_atomically, self.path(host_path), text,
-                   mode)
+    def write_file(self, host_path, text, what):
+        """Replace a file atomically and durably unless it holds ``text``; whether it did."""
+        if self.read_text(host_path) == text:
+            self.same(host_path)
+            return False
+        self.apply(what, write_atomically, self.path(host_path), text)
+        return True
 
     def make_dirs(self, host_path, mode=0o755):
         if os.path.isdir(self.path(host_path)):

@@ -55,6 +55,13 @@ def source_hash(source, python):
 IMPORT_CHECK = "import slabvol, click, psutil; print(slabvol.__version__)"
 
 
+def _imports_slabvol(host, python):
+    """The result of importing slabvol's dependencies with ``python``, and whether it
+    printed this checkout's version."""
+    check = host.query([python, "-c", IMPORT_CHECK])
+    return check, check.ok and check.stdout.strip() == __version__
+
+
 @dataclass
 class Runtime:
     python: str  # the interpreter for the #! line (a host path)
@@ -80,17 +87,8 @@ def plan_runtime(host, opts):
     venv = f"{opts.prefix}/{VENVS}/{name}"
     runtime = Runtime(python=f"{venv}/bin/python", venv=venv)
     if os.path.exists(host.path(f"{venv}/{VENV_COMPLETE}")):
-        check = host.query([host.path(runtime.python), "-c", IMPORT_CHECK])
-        runtime.ready = check.ok and check.stdout.strip() == __version__
+        runtime.ready = _imports_slabvol(host, host.path(runtime.python))[1]
     return runtime
-
-
-def shebang_for(python, flags=""):
-    line = f"#!{python} {flags}" if flags else f"#!{python}"
-    if len(line) > SHEBANG_MAX:
-        raise InstallError(f"the interpreter path {python} is too long for a #! line "
-                           f"({len(line)} > {SHEBANG_MAX} characters); use a shorter --prefix")
-    return line
 
 
 def build_runtime(host, opts, runtime):
@@ -105,27 +103,26 @@ def build_runtime(host, opts, runtime):
                 f"created virtual environment {venv} (Python {sys.version.split()[0]})")
     pip = [host.path(runtime.python), "-m", "pip", "install", "--no-input",
            "--disable-pip-version-check", "--no-cache-dir"]
-    scratch = None
-    try:
-        if opts.wheelhouse:
-            pip += ["--no-index", "--find-links", opts.wheelhouse]
-        wheel = _wheel_in(opts.wheelhouse)
-        if wheel:
+    if opts.wheelhouse:
+        pip += ["--no-index", "--find-links", opts.wheelhouse]
+    wheel = f"slabvol-{__version__}-"
+    with tempfile.TemporaryDirectory(prefix="slabvol-build-") as scratch:
+        if opts.wheelhouse and any(n.startswith(wheel) and n.endswith(".whl")
+                                   for n in os.listdir(opts.wheelhouse)):
             pip.append(f"slabvol=={__version__}")
         else:
             # Build from a scratch copy so the checkout stays clean (pip builds in-tree).
-            scratch = tempfile.mkdtemp(prefix="slabvol-build-")
             copy_source(opts.source, scratch)
             pip.append(scratch)
         try:
             host.change(pip, "installed slabvol and its dependencies into it" +
                         (f" from {opts.wheelhouse}" if opts.wheelhouse else ""))
-            if not host.dry_run:
-                check = host.query([host.path(runtime.python), "-c", IMPORT_CHECK])
-                if not check.ok or check.stdout.strip() != __version__:
-                    raise InstallError(f"the new virtual environment {venv} does not import "
-                                       f"slabvol {__version__}: "
-                                       f"{check.stderr.strip() or check.stdout.strip()}")
+            check, ok = (None, True) if host.dry_run else \
+                _imports_slabvol(host, host.path(runtime.python))
+            if not ok:
+                raise InstallError(f"the new virtual environment {venv} does not import "
+                                   f"slabvol {__version__}: "
+                                   f"{check.stderr.strip() or check.stdout.strip()}")
         except SlabvolError as exc:
             if not host.dry_run and os.path.exists(host.path(venv)):
                 shutil.rmtree(host.path(venv))
@@ -137,20 +134,9 @@ def build_runtime(host, opts, runtime):
             raise InstallError(f"could not install slabvol into {venv}: "
                                f"{' / '.join(detail)}.{hint} Nothing else was changed.") \
                 from None
-    finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
     if not host.dry_run:
         with open(host.path(f"{venv}/{VENV_COMPLETE}"), "w", encoding="utf-8") as handle:
             handle.write(__version__ + "\n")
-
-
-def _wheel_in(wheelhouse):
-    if not wheelhouse:
-        return None
-    prefix = f"slabvol-{__version__}-"
-    return next((n for n in sorted(os.listdir(wheelhouse))
-                 if n.startswith(prefix) and n.endswith(".whl")), None)
 
 
 def copy_source(source, dest):
@@ -172,25 +158,23 @@ def remove_old_venvs(host, prefix, keep):
 
 
 def render_executable(source, runtime):
-    """The driver executable for ``runtime``. The venv install.sh builds runs with ``-S``:
-    no site module, whose scan of site-packages and its .pth files every kubelet call would
-    pay; vol_plugin adds the venv's site-packages itself. An interpreter given with
-    ``--python`` keeps site (where its packages are is not ours to guess)."""
+    """The driver executable for ``runtime``; our venv's python runs with ``-S`` (no site:
+    vol_plugin adds the venv's site-packages itself), a ``--python`` keeps site."""
     with open(os.path.join(source, EXECUTABLE), encoding="utf-8") as handle:
         text = handle.read()
     first, _, rest = text.partition("\n")
     if not first.startswith("#!"):
         raise InstallError(f"{source}/{EXECUTABLE} does not start with a #! line")
-    return shebang_for(runtime.python, "-S" if runtime.venv else "") + "\n" + rest
+    line = f"#!{runtime.python} -S" if runtime.venv else f"#!{runtime.python}"
+    if len(line) > SHEBANG_MAX:
+        raise InstallError(f"the interpreter path {runtime.python} is too long for a #! line "
+                           f"({len(line)} > {SHEBANG_MAX} characters); use a shorter --prefix")
+    return line + "\n" + rest
 
 
 def install_executable(host, plugin_dir, content, runtime):
-    """Atomically put the driver at <plugin_dir>/ax~vol_plugin/vol_plugin.
-
-    The new file is written next to the old one, made executable, checked with ``init``
-    and only then renamed over it: the kubelet may run the driver at any moment and must
-    see either the old or the new file, complete.
-    """
+    """Put the driver at <plugin_dir>/ax~vol_plugin/vol_plugin, checked with ``init``
+    before it replaces the old one (docs/operations.md, install step 5)."""
     driver_dir = f"{plugin_dir}/{DRIVER_DIR}"
     final = f"{driver_dir}/{EXECUTABLE}"
     final_path = host.path(final)

@@ -332,12 +332,8 @@ WantedBy=multi-user.target
 
 
 def install_loop_unit(host, vg, loop_file):
-    text = loop_unit_text(vg, loop_file)
-    fresh = host.read_text(UNIT) != text
-    if fresh:
-        host.write_file(UNIT, text, what=f"wrote {UNIT} (re-attaches {loop_file} at boot)")
-    else:
-        host.same(UNIT)
+    fresh = host.write_file(UNIT, loop_unit_text(vg, loop_file),
+                            f"wrote {UNIT} (re-attaches {loop_file} at boot)")
     if not host.has_systemd():
         host.warn(f"systemd is not running here, so nothing re-attaches {loop_file} at boot: "
                   f"run `losetup --find {loop_file} && vgchange --activate y {vg}` at boot "
