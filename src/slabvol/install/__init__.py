@@ -1,11 +1,4 @@
-"""install.sh's logic: put slabvol on a node, idempotently and safely.
+"""install.sh's logic, run from the checkout with the standard library only; its modules
+are mapped in docs/architecture.md, its steps in docs/operations.md."""
 
-``install.sh`` runs :func:`run` from the checkout with the standard library only. Everything
-is checked before anything changes; ``commands.install`` then does the steps in order. The
-modules and their order are in docs/architecture.md and docs/operations.md.
-"""
-
-from .commands import main, run
-
-
-__all__ = ["main", "run"]
+from .commands import main, run  # noqa: F401 (install.sh and the tests call these)

@@ -1,8 +1,5 @@
-"""install.sh --nfd: the config's ``nfd_features_file`` and the dir nfd-worker reads it from
-(the driver writes the file). nfd-worker runs as user 65534 with no capabilities and sees
-the dir through a hostPath mount: the dir must be world-readable. An existing config gets
-the key only when it has none; one that sets it otherwise is refused, naming the line.
-"""
+"""install.sh --nfd: the config's ``nfd_features_file`` and the world-readable dir
+nfd-worker reads it from (docs/operations.md, install step 4)."""
 
 import configparser
 import os
@@ -46,9 +43,10 @@ def plan_nfd(host, opts, config):
                            f"section yourself, or drop --nfd. Nothing was changed")
     text = host.read_text(conf) or ""
     parser = _parse(conf, text)
-    if parser.has_option(config_mod.SECTION, KEY) or KEY in parser.defaults():
-        value = (parser.get(config_mod.SECTION, KEY) if parser.has_section(config_mod.SECTION)
-                 else parser.defaults()[KEY]).strip()
+    value = (parser[config_mod.SECTION] if parser.has_section(config_mod.SECTION)
+             else parser.defaults()).get(KEY)
+    if value is not None:
+        value = value.strip()
         if value == opts.nfd:
             return plan
         where = _line_of_key(text)
@@ -98,14 +96,9 @@ def make_feature_dir(host, directory):
 
 
 def publish_once(host, python, executable, path):
-    """Run the new driver's ``gc`` once when the feature file is not there yet.
-
-    The driver publishes after each mount, unmount and gc, under its lock. A node that has
-    had none publishes nothing, and a pod that requires room (``vol_plugin affinity
-    --require-room``) is never sent to a node without the labels: it would never get its
-    first mount. gc changes nothing a healthy node needs changed. Once the file exists the
-    driver keeps it current. A failure only warns: the labels are an optimisation.
-    """
+    """Run the new driver's ``gc`` once when the feature file is not there yet, so that a
+    pod requiring room can come to a node that has had no mount yet (docs/operations.md,
+    install step 4); a failure only warns."""
     if os.path.exists(host.path(path)):
         return
     host.changed(f"published this node's labels to {path} (vol_plugin gc)")

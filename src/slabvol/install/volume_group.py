@@ -239,8 +239,7 @@ def apply_volume_group(host, opts, plan):
         host.warn(message)
     if plan.action == "skip":
         host.say(f"  skipped: {plan.note}")
-        return plan
-    if plan.action == "keep":
+    elif plan.action == "keep":
         host.same(plan.note)
     elif plan.action == "create-disk":
         _create_vg(host, plan, rollback=None)
@@ -248,7 +247,6 @@ def apply_volume_group(host, opts, plan):
         _apply_loop(host, opts, plan)
     if plan.loop_file:
         install_loop_unit(host, plan.vg, plan.loop_file)
-    return plan
 
 
 def _create_vg(host, plan, rollback):
@@ -356,8 +354,8 @@ def slab_report(host, vg):
         _, lvs = lvm.Lvm(host.runner, vg).report()
     except lvm.VgNotFound:
         return None
-    slabs = [slab for slab in map(Slab.from_lv, lvs) if slab is not None]
-    return slabs, [lv for lv in lvs if Slab.from_lv(lv) is None]
+    slabs = [Slab.from_lv(lv) for lv in lvs]
+    return [s for s in slabs if s], [lv for lv, s in zip(lvs, slabs) if s is None]
 
 
 def unit_loop_file(host):
