@@ -1,18 +1,21 @@
 """Node configuration: an INI file, section [slabvol]; a missing file means defaults."""
 
 import configparser
-import math
 import os
 import re
 from collections import namedtuple
 
 from .errors import ConfigError
-from .labels import DEFAULT_MAX_WARM, MAX_WARM_LIMIT
 from .policy import SCOPES
 
 DEFAULT_PATH = "/etc/slabvol/slabvol.conf"
 ENV_VAR = "SLABVOL_CONFIG"
 SECTION = "slabvol"
+# The warm-cache labels a node publishes (labels.py): at most nfd_max_warm of them. NFD
+# ignores a feature file bigger than 64 KiB (source/local/local.go, MaxFeatureFileSize); a
+# warm line is under 50 bytes, so MAX_WARM_LIMIT keeps the file far below it.
+DEFAULT_MAX_WARM = 16
+MAX_WARM_LIMIT = 512
 _VG_NAME = re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.\-]*")
 
 
@@ -94,7 +97,7 @@ def _check(c):
         problems.append(f"prune_used_percent = {c.prune_used_percent} must be within 0..100")
     if c.cache_scope not in SCOPES:
         problems.append(f"cache_scope = {c.cache_scope!r} must be one of {', '.join(SCOPES)}")
-    if not (math.isfinite(c.lock_timeout) and c.lock_timeout > 0):
+    if not 0 < c.lock_timeout < float("inf"):  # (NaN is refused too: no comparison holds)
         problems.append(f"lock_timeout = {c.lock_timeout} must be a finite positive number "
                         f"of seconds")
     if c.nfd_features_file and not os.path.isabs(c.nfd_features_file):

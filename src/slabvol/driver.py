@@ -14,10 +14,8 @@ releases; a claim whose pod dir is gone is returned to the pool by ``gc`` (and b
 """
 
 import os
-import signal
 import time
 from collections import namedtuple
-from contextlib import contextmanager
 
 from . import logs, policy
 from . import slab as S
@@ -40,6 +38,8 @@ def failpoint(name):
     """Test hook: ``SLABVOL_FAILPOINT=<name>`` kills this process with SIGKILL right here,
     so the crash-safety tests can stop the driver at every step. A no-op otherwise."""
     if os.environ.get(FAILPOINT_ENV) == name:
+        import signal
+
         log.warning("failpoint %s: killing myself", name)
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -161,6 +161,27 @@ class GcReport:
         self.repaired, self.failed, self.held = repaired, failed, list(held)
 
 
+class _Locked:
+    """The node lock, and the NFD feature file rewritten before it is let go: from the
+    driver's view when the call succeeded, from a new report when it failed (what a failed
+    change left behind is not known). (A class, not contextlib's decorator: one module less
+    for every kubelet call to import.)"""
+
+    def __init__(self, driver):
+        self.driver, self.lock = driver, driver.lock()
+
+    def __enter__(self):
+        self.lock.__enter__()
+
+    def __exit__(self, kind, error, trace):
+        try:
+            if kind is not None:
+                self.driver.view = None
+            self.driver._publish()
+        finally:
+            self.lock.__exit__(kind, error, trace)
+
+
 class Driver:
     def __init__(self, config, runner=None, read_mounts=MountTable.read, usage=used_percent,
                  clock=time.time, new_name=None, scan=None):
@@ -199,19 +220,8 @@ class Driver:
     def lock(self):
         return NodeLock(self.config.lock_file, self.config.lock_timeout)
 
-    @contextmanager
     def _locked(self):
-        """The node lock, and the NFD feature file rewritten before it is let go: from the
-        view when the call succeeded, from a new report when it failed (what a failed
-        change left behind is not known)."""
-        with self.lock():
-            try:
-                yield
-            except BaseException:
-                self.view = None
-                self._publish()
-                raise
-            self._publish()
+        return _Locked(self)
 
     # -- changes (each keeps the view current) -------------------------------------------
 

@@ -125,6 +125,14 @@ def handle(argv, environ=None):
                                f"{type(exc).__name__}: {exc}; details are in the slabvol log")
 
 
+def record(config, driver, event, evicted=0):
+    """metrics.record, imported only on a node that keeps metrics (off by default)."""
+    if config.metrics_file:
+        from .metrics import record as record_metrics
+
+        record_metrics(config, driver, event, evicted)
+
+
 def _log():
     """The protocol's logger, imported by mount and unmount only (init needs none)."""
     from .logs import get
@@ -143,7 +151,6 @@ def _handle_volume_call(verb, args, environ):
     config = config_mod.load(environ=environ)
     configure(config)
     from .driver import Driver, check_mount_dir
-    from .metrics import record
 
     driver = Driver(config)
     log = _log()

@@ -43,6 +43,7 @@ import re
 
 from . import policy as P
 from . import slab as S
+from .config import DEFAULT_MAX_WARM, MAX_WARM_LIMIT
 from .filesystems import DEFAULT as DEFAULT_FS
 
 PREFIX = "slabvol.io/"
@@ -50,11 +51,7 @@ ROOM = PREFIX + "room-mib"
 WARM_CLASS = PREFIX + "warm-class-"
 WARM_KEY = PREFIX + "warm-key-"
 HASH_HEX = 10
-DEFAULT_MAX_WARM = 16
-# NFD ignores a feature file bigger than 64 KiB (source/local/local.go, MaxFeatureFileSize);
-# a warm line is under 50 bytes, so this bound keeps the file far below it.
-MAX_WARM_LIMIT = 512
-MAX_FEATURE_FILE_BYTES = 65536
+MAX_FEATURE_FILE_BYTES = 65536  # NFD's MaxFeatureFileSize
 
 # Preferred node affinity weights (1..100 each; the scheduler sums the weights of the terms a
 # node matches, scales the best node to 100 and, in the default profile, counts the

@@ -34,7 +34,6 @@ import stat
 from collections import namedtuple
 
 from .errors import CommandError, ToolMissing
-from .files import replace_file
 
 DEVICES_OPTION = (2, 3, 12)  # the first lvm2 release with --devices and the devices file
 VERSION_ARGV = ("lvm", "version")
@@ -236,6 +235,8 @@ class DeviceScan:
             return
         text = json.dumps(dict(scope.to_json(), vg=self.vg)) + "\n"
         try:
+            from .files import replace_file  # (only when the list is learned)
+
             replace_file(self.path, text, 0o600)  # a reader (status) never sees half
         except OSError:
             pass  # only a cache: the next call learns again

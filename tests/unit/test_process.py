@@ -65,3 +65,44 @@ def test_every_program_slabvol_runs_names_its_package_on_every_distribution():
             assert package_of(tool, family), (tool, family)
     assert set(TOOLS.values()) <= set(PACKAGES)
     assert package_of("frobnicate") is None
+
+
+# The runner starts programs itself (os.posix_spawn, no subprocess module: issue 10): what
+# subprocess.run gave for free must hold.
+
+def test_a_child_writing_more_than_a_pipe_holds_on_both_streams_does_not_deadlock():
+    result = Runner().call(["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' o; "
+                                        "head -c 300000 /dev/zero | tr '\\0' e >&2"])
+    assert (result.returncode, len(result.stdout), len(result.stderr)) == (0, 300000, 300000)
+
+
+def test_a_child_killed_by_a_signal_gives_minus_the_signal_like_subprocess():
+    assert Runner().call(["sh", "-c", "kill -9 $$"]).returncode == -9
+
+
+def test_the_child_gets_only_stdin_stdout_and_stderr_and_no_descriptor_leaks(tmp_path):
+    import os
+    import sys
+
+    held = os.open(tmp_path / "lock", os.O_CREAT | os.O_RDWR)  # e.g. the node lock
+    try:
+        before = sorted(os.listdir("/proc/self/fd"))
+        result = Runner().call([sys.executable, "-S", "-c",
+                                "import os; print(sorted(os.listdir('/proc/self/fd')))"])
+        assert result.stdout == "['0', '1', '2', '3']\n"  # 3: the listing's own
+        assert sorted(os.listdir("/proc/self/fd")) == before
+    finally:
+        os.close(held)
+
+
+def test_output_that_is_not_utf8_is_kept_readable():
+    assert Runner().call(["printf", "caf\\351\\n"]).stdout == "caf\ufffd\n"
+
+
+def test_a_program_path_is_run_as_it_is_and_a_directory_on_path_is_not_a_program(tmp_path,
+                                                                                   monkeypatch):
+    (tmp_path / "vgs").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolMissing):
+        Runner().call(["vgs"])
+    assert Runner().call(["/bin/sh", "-c", "echo direct"]).stdout == "direct\n"
