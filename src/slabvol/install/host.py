@@ -86,12 +86,10 @@ class Host:
         self.apply(what, write_atomically, self.path(host_path), text)
         return True
 
-    def make_dirs(self, host_path, mode=0o755):
-        if os.path.isdir(self.path(host_path)):
-            return
-        self.changed(f"created directory {host_path}")
-        if not self.dry_run:
-            os.makedirs(self.path(host_path), mode=mode, exist_ok=True)
+    def make_dirs(self, host_path):
+        if not os.path.isdir(self.path(host_path)):
+            self.apply(f"created directory {host_path}", os.makedirs, self.path(host_path),
+                       0o755, True)
 
     def remove_file(self, host_path, what=None):
         """Remove a file or symlink; False when there was none."""
@@ -105,9 +103,7 @@ class Host:
         target = self.path(host_path)
         if not os.path.lexists(target):
             return False
-        self.changed(what or f"removed {host_path}")
-        if not self.dry_run:
-            remover(target)
+        self.apply(what or f"removed {host_path}", remover, target)
         return True
 
     def remove_empty_dir(self, host_path):
@@ -120,9 +116,7 @@ class Host:
         target = self.path(host_path)
         try:
             if os.path.isdir(target) and not os.listdir(target):
-                self.changed(f"removed empty directory {host_path}")
-                if not self.dry_run:
-                    os.rmdir(target)
+                self.apply(f"removed empty directory {host_path}", os.rmdir, target)
         except OSError:
             pass
 

@@ -63,9 +63,8 @@ def apply_nfd(host, plan, config_existed):
     """The config line (if --nfd adds it), then the feature file's dir."""
     conf = config_mod.DEFAULT_PATH
     if plan.config_text is not None:
-        host.changed(f"set {KEY} = {plan.path} in {conf}")
-        if not host.dry_run:
-            _replace_keeping_mode(host.path(conf), plan.config_text)
+        host.apply(f"set {KEY} = {plan.path} in {conf}", _replace_keeping_mode,
+                   host.path(conf), plan.config_text)
     elif plan.requested and config_existed:
         host.same(f"{conf} has {KEY} = {plan.path}")
     if plan.path:
