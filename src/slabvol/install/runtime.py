@@ -178,20 +178,11 @@ def install_executable(host, plugin_dir, content, runtime):
     driver_dir = f"{plugin_dir}/{DRIVER_DIR}"
     final = f"{driver_dir}/{EXECUTABLE}"
     final_path = host.path(final)
-    try:
-        with open(final_path, encoding="utf-8") as handle:
-            current = handle.read()
-        mode = stat.S_IMODE(os.stat(final_path).st_mode)
-    except (OSError, UnicodeDecodeError):
-        current, mode = None, None
-    if current == content and mode == 0o755:
+    if host.read_text(final) == content and stat.S_IMODE(os.stat(final_path).st_mode) == 0o755:
         host.same(final)
         return final
     host.make_dirs(plugin_dir)
     host.make_dirs(driver_dir)
-    host.changed(f"installed {final} (runs {runtime.python})")
-    if host.dry_run:
-        return final
 
     def answers_init(tmp):
         check = host.query([host.path(runtime.python) if runtime.venv else runtime.python,
@@ -205,28 +196,26 @@ def install_executable(host, plugin_dir, content, runtime):
                                f"{check.returncode}: "
                                f"{(check.stdout.strip() or check.stderr.strip())[:300]}); "
                                f"the installed one, if any, was left in place")
-    replace_file(final_path, content, 0o755, durable=True, check=answers_init)
+    host.apply(f"installed {final} (runs {runtime.python})", replace_file, final_path, content,
+               0o755, True, answers_init)
     return final
 
 
 def install_symlink(host, target):
     link = host.path(SYMLINK)
-    if os.path.islink(link):
-        current = os.readlink(link)
-        if current == target:
-            host.same(f"{SYMLINK} -> {target}")
-            return
-        if os.path.basename(current) != EXECUTABLE:
-            host.warn(f"{SYMLINK} points at {current}, not at the driver; left alone. Run "
-                      f"`{target} status` instead of `vol_plugin status`")
-            return
-    elif os.path.lexists(link):
-        host.warn(f"{SYMLINK} exists and is not a symlink; left alone. Run `{target} status` "
-                  f"instead of `vol_plugin status`")
-        return
-    host.changed(f"linked {SYMLINK} -> {target}")
-    if host.dry_run:
-        return
+    current = os.readlink(link) if os.path.islink(link) else None
+    instead = f"`{target} status` instead of `vol_plugin status`"
+    if current == target:
+        host.same(f"{SYMLINK} -> {target}")
+    elif current and os.path.basename(current) != EXECUTABLE:
+        host.warn(f"{SYMLINK} points at {current}, not at the driver; left alone. Run {instead}")
+    elif not current and os.path.lexists(link):
+        host.warn(f"{SYMLINK} exists and is not a symlink; left alone. Run {instead}")
+    else:
+        host.apply(f"linked {SYMLINK} -> {target}", _symlink, host, target, link, instead)
+
+
+def _symlink(host, target, link, instead):
     tmp = f"{link}.tmp-{os.getpid()}"
     try:
         os.makedirs(os.path.dirname(link), exist_ok=True)
@@ -235,5 +224,4 @@ def install_symlink(host, target):
     except OSError as exc:
         if os.path.lexists(tmp):
             os.remove(tmp)
-        host.warn(f"could not create {SYMLINK} ({exc.strerror}); run `{target} status` "
-                  f"instead of `vol_plugin status`")
+        host.warn(f"could not create {SYMLINK} ({exc.strerror}); run {instead}")
