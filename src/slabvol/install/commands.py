@@ -5,7 +5,7 @@ import os
 import sys
 
 from .. import DRIVER_NAME, __version__, config as config_mod
-from ..errors import SlabvolError, ToolMissing
+from ..errors import SlabvolError
 from .config_file import install_config, read_config
 from .host import Host, InstallError, UsageError
 from .kubelet import check_writable, detect_kubelet, resolve_plugin_dir
@@ -189,12 +189,9 @@ def main(argv=None, *, runner=None, processes=None, which=None, stdout=None, std
         if opts.uninstall:
             return uninstall(host, opts, kubelet)
         return install(host, opts, kubelet)
-    except UsageError as exc:
+    except SlabvolError as exc:  # UsageError: bad command line
         print(f"install.sh: error: {exc}", file=err)
-        return 2
-    except (SlabvolError, ToolMissing) as exc:
-        print(f"install.sh: error: {exc}", file=err)
-        return 1
+        return 2 if isinstance(exc, UsageError) else 1
     except OSError as exc:
         print(f"install.sh: error: {exc}; nothing after this step was done. Fix the cause "
               f"and run install.sh again (it picks up where it stopped)", file=err)

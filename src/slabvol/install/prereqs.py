@@ -3,7 +3,7 @@ distribution."""
 
 import sys
 
-from ..packages import LVM_TOOLS, PACKAGES
+from ..packages import LVM_TOOLS, PACKAGES, TOOLS
 from .host import InstallError
 from .layout import MIN_PYTHON
 
@@ -42,27 +42,16 @@ def install_hint(host, package_keys):
 
 def check_prerequisites(host, opts, need_venv):
     """Raise InstallError naming every missing tool and the command that installs it."""
-    missing, keys = [], []
-
-    def need(tools, key):
-        absent = [t for t in tools if not host.which(t)]
-        if absent:
-            missing.append(", ".join(absent))
-            keys.append(key)
-
     if sys.version_info < MIN_PYTHON:
         raise InstallError(f"Python {'.'.join(map(str, MIN_PYTHON))} or newer is needed, "
                            f"this is {sys.version.split()[0]} ({sys.executable}); install a "
                            f"newer python3 and run install.sh again")
-    need(LVM_TOOLS, "lvm2")
-    need(("mkfs.ext4",), "e2fsprogs")
-    need(("mount", "umount"), "mount")
-    util = ["flock"]
-    if opts.disk:
-        util += ["wipefs", "lsblk"]
-    if opts.loopback:
-        util += ["wipefs", "losetup"]
-    need(tuple(dict.fromkeys(util)), "util-linux")
+    tools = [*LVM_TOOLS, "mkfs.ext4", "mount", "umount", "flock"]
+    if opts.disk or opts.loopback:
+        tools += ["wipefs", "lsblk" if opts.disk else "losetup"]
+    absent = [tool for tool in tools if not host.which(tool)]
+    keys = list(dict.fromkeys(TOOLS[tool] for tool in absent))  # in the order of ``tools``
+    missing = [", ".join(t for t in absent if TOOLS[t] == key) for key in keys]
     if need_venv:
         probe = host.query([sys.executable, "-m", "ensurepip", "--version"])
         if not probe.ok:
