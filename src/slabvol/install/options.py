@@ -130,7 +130,8 @@ def parse_args(argv, environ=None):
     """The parsed options, checked and normalised (paths absolute, --size in bytes)."""
     environ = os.environ if environ is None else environ
     o = build_parser().parse_args(argv)
-    o.source = os.path.abspath(o.source or default_source())
+    # without --source: the checkout this file is in (src/slabvol/install/ -> the repo root)
+    o.source = os.path.abspath(o.source or os.path.join(os.path.dirname(__file__), "../../.."))
     o.root = os.path.abspath(o.root or environ.get(ROOT_ENV) or "/")
     o.prefix = _check_path("--prefix", o.prefix, safe=SHEBANG)
     if o.prefix == "/":
@@ -189,11 +190,3 @@ def parse_args(argv, environ=None):
             raise UsageError(f"--wheelhouse {o.wheelhouse}: no such directory")
         o.wheelhouse = os.path.abspath(o.wheelhouse)
     return o
-
-
-def default_source():
-    """The checkout this module lives in (src/slabvol/install/options.py -> the repo root)."""
-    here = os.path.abspath(__file__)
-    for _ in range(4):
-        here = os.path.dirname(here)
-    return here
