@@ -272,3 +272,25 @@ def test_the_load_summary():
         "load_min": 1.5, "load_mean": 2.0, "load_max": 2.5, "load_samples": 2,
         "busiest": {"qemu-system-x86": 2, "python": 1, "pytest": 1}}
     assert report.load_summary("") == {}
+
+
+def test_the_trace_hook_sees_every_command_the_drivers_runner_starts(tmp_path):
+    """bench/trace/sitecustomize.py against the real runner: a start, then a spawn and a
+    reaped event per command with its argv and exit code, in order, parsed into phases."""
+    import subprocess
+    import sys
+
+    trace = tmp_path / "trace.jsonl"
+    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import sitecustomize\n"
+            "from slabvol.process import Runner\n"
+            "Runner().call(['sh', '-c', 'exit 3']); Runner().call(['true'])\n")
+    subprocess.run([sys.executable, "-S", "-c", code, os.path.join(REPO, "bench", "trace"),
+                    os.path.join(REPO, "src")], check=True, timeout=60,
+                   env=dict(os.environ, SLABVOL_BENCH_TRACE=str(trace)))
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert [(e["event"], e.get("argv"), e.get("rc")) for e in events] == [
+        ("start", events[0]["argv"], None),
+        ("spawn", ["sh", "-c", "exit 3"], None), ("reaped", ["sh", "-c", "exit 3"], 3),
+        ("spawn", ["true"], None), ("reaped", ["true"], 0)]
+    phases = report.phases(events, events[0]["t"] - 0.1, events[-1]["t"] + 0.1)
+    assert list(phases) == ["interpreter", "start-up", "sh", "true", "driver", "exit"]
