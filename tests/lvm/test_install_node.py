@@ -102,6 +102,13 @@ def test_loopback_install_mount_reattach_uninstall_purge(clean_node):
     image = str(clean_node / "slabvol.img")
     base = ["--python", sys.executable, "--plugin-dir", PLUGIN_DIR,
             "--prefix", str(clean_node / "opt")]
+    # a loop file larger than the free space under it is refused, and nothing is made
+    huge = install("--loopback", str(clean_node / "huge.img"), "--size", "64T", *base,
+                   check=False)
+    assert huge.returncode == 1 and "less than --size 64T" in huge.stdout, huge.stdout
+    assert not os.path.exists(clean_node / "huge.img") and not exists(VG)
+    assert not os.path.exists("/etc/slabvol") and not os.path.exists(EXE)
+
     out = install("--loopback", image, "--size", "1G", "--force", *base).stdout
     assert exists(VG), out
     assert driver("init")["status"] == "Success"
@@ -136,6 +143,14 @@ def test_loopback_install_mount_reattach_uninstall_purge(clean_node):
     install("--uninstall", "--prefix", base[-1])
     assert not os.path.exists(EXE) and exists(VG)
     assert "slab_" in sh("lvs", "--noheadings", "-o", "lv_name", VG).stdout
+
+    # purge keeps a VG that holds a logical volume of someone else's, with its loop file
+    sh("lvcreate", "--yes", "--size", "8M", "--name", "foreign", VG)
+    kept = install("--uninstall", "--purge", "--prefix", base[-1], check=False)
+    assert "not slabs (foreign)" in kept.stdout, kept.stdout
+    assert exists(VG) and os.path.exists(image)
+    assert sh("lvs", "--noheadings", "-o", "lv_name", VG).stdout.split() == ["foreign"]
+    sh("lvremove", "--yes", f"{VG}/foreign")
 
     install("--uninstall", "--purge", "--prefix", base[-1])
     assert not exists(VG) and not os.path.exists(image)
