@@ -87,10 +87,10 @@ def parse_report(text, vg_name):
                 rows += vg_rows
                 lv_rows += element["lv"] if vg_rows else []
                 continue
-            for section in element.values():
-                mine = [row for row in section if row.get("vg_name") == vg_name]
-                rows += mine
-                lv_rows += mine
+            mine = [row for section in element.values() for row in section
+                    if row.get("vg_name") == vg_name]
+            rows += mine
+            lv_rows += mine
         lv_rows = [row for row in lv_rows if row.get("lv_name")]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SlabvolError(f"could not parse the LVM report for volume group {vg_name!r} "
@@ -237,12 +237,18 @@ class Lvm:
 PVS_ARGV = ("pvs", "--reportformat", "json", "-o", "pv_name,vg_name")
 
 
+def report_rows(text):
+    """Every row of every section of a ``--reportformat json`` report (``vgs``, ``pvs``)."""
+    return [row for element in json.loads(text)["report"] for rows in element.values()
+            for row in rows]
+
+
 def physical_volumes(runner):
     """{device: VG name ("" for a PV of no VG)} of every PV LVM sees."""
     try:
-        return {row["pv_name"]: row["vg_name"] for element in
-                json.loads(runner.run(list(PVS_ARGV)).stdout)["report"] for row in element["pv"]}
-    except (ValueError, KeyError, TypeError) as exc:
+        return {row["pv_name"]: row["vg_name"]
+                for row in report_rows(runner.run(list(PVS_ARGV)).stdout)}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SlabvolError(f"could not parse LVM's list of physical volumes ({exc}); run "
                            f"`pvs` by hand to see what LVM says") from None
 

@@ -34,6 +34,7 @@ import stat
 from collections import namedtuple
 
 from .errors import CommandError, ToolMissing
+from .lvm import report_rows
 
 DEVICES_OPTION = (2, 3, 12)  # the first lvm2 release with --devices and the devices file
 VERSION_ARGV = ("lvm", "version")
@@ -113,9 +114,7 @@ def parse_pv_names(text, vg_name):
     """The PVs' device names from ``vgs -o pv_name`` JSON (a missing PV's "[unknown]" and
     anything not under /dev skipped)."""
     try:
-        report = json.loads(text)["report"]
-        rows = [row for section in report for rows in section.values() for row in rows]
-        names = [row.get("pv_name", "") for row in rows]
+        names = [row.get("pv_name", "") for row in report_rows(text)]
     except (ValueError, KeyError, TypeError, AttributeError):
         return ()
     return tuple(sorted({name for name in names if name.startswith("/dev/")}))
