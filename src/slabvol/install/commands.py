@@ -126,19 +126,19 @@ def uninstall(host, opts, kubelet):
                   f"Terminating until the driver is back")
 
     host.say("driver:")
-    if not host.remove_file(executable, f"removed {executable}"):
+    if not host.remove(executable, f"removed {executable}"):
         host.same(f"{executable} is not there")
     host.remove_empty_dir(f"{plugin_dir}/{DRIVER_DIR}")
     link = host.path(SYMLINK)
     if os.path.islink(link) and os.readlink(link) == executable:
-        host.remove_file(SYMLINK, f"removed {SYMLINK}")
+        host.remove(SYMLINK, f"removed {SYMLINK}")
     remove_feature_file(host, config)
 
     host.say("runtime:")
-    if not host.remove_tree(f"{opts.prefix}/{VENVS}",
-                            f"removed the virtual environments in {opts.prefix}/{VENVS}"):
+    if not host.remove(f"{opts.prefix}/{VENVS}",
+                       f"removed the virtual environments in {opts.prefix}/{VENVS}", tree=True):
         host.same(f"no virtual environment in {opts.prefix}")
-    host.remove_file(f"{opts.prefix}/{MANIFEST}")
+    host.remove(f"{opts.prefix}/{MANIFEST}")
     host.remove_empty_dir(opts.prefix)
 
     problems = []
@@ -150,7 +150,7 @@ def uninstall(host, opts, kubelet):
         if problems:  # the config names the volume group the next --purge must find
             host.same(f"{config_mod.DEFAULT_PATH} kept until the purge can finish")
         else:
-            host.remove_file(config_mod.DEFAULT_PATH)
+            host.remove(config_mod.DEFAULT_PATH)
             host.remove_empty_dir(os.path.dirname(config_mod.DEFAULT_PATH))
     host.say("")
     if problems:

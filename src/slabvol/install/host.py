@@ -91,19 +91,13 @@ class Host:
             self.apply(f"created directory {host_path}", os.makedirs, self.path(host_path),
                        0o755, True)
 
-    def remove_file(self, host_path, what=None):
-        """Remove a file or symlink; False when there was none."""
-        return self._remove(host_path, what, os.remove)
-
-    def remove_tree(self, host_path, what=None):
-        """Remove a dir and everything in it; False when there was none."""
-        return self._remove(host_path, what, shutil.rmtree)
-
-    def _remove(self, host_path, what, remover):
+    def remove(self, host_path, what=None, tree=False):
+        """Remove a file or symlink (``tree``: a dir and everything in it); False when there
+        was none."""
         target = self.path(host_path)
         if not os.path.lexists(target):
             return False
-        self.apply(what or f"removed {host_path}", remover, target)
+        self.apply(what or f"removed {host_path}", shutil.rmtree if tree else os.remove, target)
         return True
 
     def remove_empty_dir(self, host_path):
@@ -142,6 +136,14 @@ class Host:
         st = os.statvfs(existing_parent(self.path(host_path)))
         return st.f_bavail * st.f_frsize
 
+    def listdir(self, host_path, *suffixes):
+        """The names in a dir (ending in one of ``suffixes``), sorted; [] if it is unreadable."""
+        try:
+            return sorted(n for n in os.listdir(self.path(host_path))
+                          if n.endswith(suffixes or ""))
+        except OSError:
+            return []
+
     def read_text(self, host_path):
         try:
             with open(self.path(host_path), encoding="utf-8", errors="replace") as handle:
@@ -155,7 +157,6 @@ def existing_parent(path):
     while not os.path.exists(path) and path != os.path.dirname(path):
         path = os.path.dirname(path)
     return path
-
 
 
 def write_atomically(path, text, mode=0o644, check=None):

@@ -111,18 +111,11 @@ def _from_kubelet(host, pid, argv, what="kubelet"):
 
 def _from_drop_ins(host, pid, drop_dir, info):
     """volumePluginDir from kubelet config drop-ins (*.conf, applied in name order)."""
-    for name in reversed(_listdir(host, drop_dir, ".conf")):
+    for name in reversed(host.listdir(drop_dir, ".conf")):
         value = _config_value(host, pid, f"{drop_dir}/{name}")
         if value:
             return _found(info, value, f"volumePluginDir in {drop_dir}/{name}")
     return None
-
-
-def _listdir(host, directory, *suffixes):
-    try:
-        return sorted(n for n in os.listdir(host.path(directory)) if n.endswith(suffixes))
-    except OSError:
-        return []
 
 
 K3S_KUBELET_DROP_INS = "/var/lib/rancher/k3s/agent/etc/kubelet.conf.d"
@@ -145,7 +138,7 @@ def _from_k3s(host, pid, argv):
         return info
     files = [*K3S_FILES, *flag_values(argv, "config"), *flag_values(argv, "c"),
              *(f"{K3S_CONFIG_DROP_INS}/{n}" for n in
-               _listdir(host, K3S_CONFIG_DROP_INS, ".yaml", ".yml"))]
+               host.listdir(K3S_CONFIG_DROP_INS, ".yaml", ".yml"))]
     for name in files:
         text = "\n".join(line for line in (host.read_text(name) or "").splitlines()
                          if not line.lstrip().startswith("#"))

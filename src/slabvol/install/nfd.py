@@ -115,8 +115,8 @@ def remove_feature_file(host, config):
     """On uninstall: without the driver nothing keeps the file true, and a pod that requires
     room must not be sent to a node that can no longer mount it."""
     path = config.nfd_features_file
-    if path and not host.remove_file(path, f"removed the NFD feature file {path} (nfd-worker "
-                                           f"drops this node's slabvol.io labels)"):
+    if path and not host.remove(path, f"removed the NFD feature file {path} (nfd-worker "
+                                      f"drops this node's slabvol.io labels)"):
         host.same(f"the NFD feature file {path} is not there")
 
 

@@ -96,8 +96,7 @@ def build_runtime(host, opts, runtime):
         host.same(f"runtime {runtime.venv or runtime.python}")
         return
     venv = runtime.venv
-    if os.path.exists(host.path(venv)):
-        host.remove_tree(venv, f"removed incomplete virtual environment {venv}")
+    host.remove(venv, f"removed incomplete virtual environment {venv}", tree=True)
     host.make_dirs(f"{opts.prefix}/{VENVS}")
     host.change([sys.executable, "-m", "venv", host.path(venv)],
                 f"created virtual environment {venv} (Python {sys.version.split()[0]})")
@@ -148,13 +147,10 @@ def copy_source(source, dest):
 
 
 def remove_old_venvs(host, prefix, keep):
-    base = host.path(f"{prefix}/{VENVS}")
-    if not os.path.isdir(base):
-        return
-    for name in sorted(os.listdir(base)):
+    for name in host.listdir(f"{prefix}/{VENVS}"):
         venv = f"{prefix}/{VENVS}/{name}"
         if venv != keep:
-            host.remove_tree(venv, f"removed old virtual environment {venv}")
+            host.remove(venv, f"removed old virtual environment {venv}", tree=True)
 
 
 def render_executable(source, runtime):

@@ -384,11 +384,11 @@ def purge_volume_group(host, vg, report, loop_file):
             host.apply(f"removed the LVM label from {pv}", lvm.remove_pv, host.runner, pv)
     if host.has_systemd() and os.path.exists(host.path(UNIT)):
         host.change(["systemctl", "disable", LOOP_UNIT], f"disabled {LOOP_UNIT}")
-    if host.remove_file(UNIT) and host.has_systemd():
+    if host.remove(UNIT) and host.has_systemd():
         host.change(["systemctl", "daemon-reload"])
     if loop_file:
         for loop in loops_of(host, loop_file):
             host.change(["losetup", "--detach", loop], f"detached {loop}")
-        if host.remove_file(loop_file, f"removed the loop file {loop_file}"):
+        if host.remove(loop_file, f"removed the loop file {loop_file}"):
             host.remove_empty_dir(os.path.dirname(loop_file))
     return []
