@@ -67,27 +67,27 @@ class Runtime:
     python: str  # the interpreter for the #! line (a host path)
     venv: Optional[str] = None  # host path of the venv, if we build one
     ready: bool = False
+    interpreter: str = ""  # ``python`` as install.sh runs it (under --root)
 
 
 def plan_runtime(host, opts):
     if opts.python:
-        result = host.query([opts.python, "-c", IMPORT_CHECK])
-        if not result.ok:
+        check, current = _imports_slabvol(host, opts.python)
+        if not check.ok:
             raise InstallError(
                 f"--python {opts.python} cannot import slabvol, click and psutil "
-                f"({(result.stderr.strip().splitlines() or ['?'])[-1]}); install them into it "
+                f"({(check.stderr.strip().splitlines() or ['?'])[-1]}); install them into it "
                 f"(`{opts.python} -m pip install {opts.source}`) or leave out --python to let "
                 f"install.sh build a virtual environment")
-        version = result.stdout.strip()
-        if version != __version__:
+        if not current:
+            version = check.stdout.strip()
             host.warn(f"--python {opts.python} has slabvol {version}, this checkout is "
                       f"{__version__}; the driver will run slabvol {version}")
-        return Runtime(python=opts.python, ready=True)
-    name = f"{__version__}-{source_hash(opts.source, sys.executable)}"
-    venv = f"{opts.prefix}/{VENVS}/{name}"
-    runtime = Runtime(python=f"{venv}/bin/python", venv=venv)
+        return Runtime(opts.python, ready=True, interpreter=opts.python)
+    venv = f"{opts.prefix}/{VENVS}/{__version__}-{source_hash(opts.source, sys.executable)}"
+    runtime = Runtime(f"{venv}/bin/python", venv, interpreter=host.path(f"{venv}/bin/python"))
     if os.path.exists(host.path(f"{venv}/{VENV_COMPLETE}")):
-        runtime.ready = _imports_slabvol(host, host.path(runtime.python))[1]
+        runtime.ready = _imports_slabvol(host, runtime.interpreter)[1]
     return runtime
 
 
@@ -100,7 +100,7 @@ def build_runtime(host, opts, runtime):
     host.make_dirs(f"{opts.prefix}/{VENVS}")
     host.change([sys.executable, "-m", "venv", host.path(venv)],
                 f"created virtual environment {venv} (Python {sys.version.split()[0]})")
-    pip = [host.path(runtime.python), "-m", "pip", "install", "--no-input",
+    pip = [runtime.interpreter, "-m", "pip", "install", "--no-input",
            "--disable-pip-version-check", "--no-cache-dir"]
     if opts.wheelhouse:
         pip += ["--no-index", "--find-links", opts.wheelhouse]
@@ -117,7 +117,7 @@ def build_runtime(host, opts, runtime):
             host.change(pip, "installed slabvol and its dependencies into it" +
                         (f" from {opts.wheelhouse}" if opts.wheelhouse else ""))
             check, ok = (None, True) if host.dry_run else \
-                _imports_slabvol(host, host.path(runtime.python))
+                _imports_slabvol(host, runtime.interpreter)
             if not ok:
                 raise InstallError(f"the new virtual environment {venv} does not import "
                                    f"slabvol {__version__}: "
@@ -181,8 +181,7 @@ def install_executable(host, plugin_dir, content, runtime):
     host.make_dirs(driver_dir)
 
     def answers_init(tmp):
-        check = host.query([host.path(runtime.python) if runtime.venv else runtime.python,
-                            tmp, "init"])
+        check = host.query([runtime.interpreter, tmp, "init"])
         try:
             status = json.loads(check.stdout).get("status")
         except (ValueError, AttributeError):
