@@ -13,9 +13,8 @@ from .layout import DEFAULT_PLUGIN_DIR
 @dataclass
 class KubeletInfo:
     plugin_dir: str = DEFAULT_PLUGIN_DIR
-    source: str = ""
+    source: str = ""  # why plugin_dir; empty when no kubelet was found (or several disagree)
     root_dir: Optional[str] = None
-    found: bool = False
     conflict: str = ""  # several kubelets disagree: --plugin-dir is needed
 
 
@@ -40,51 +39,36 @@ _K3S_ARG = re.compile(r"""(?<![\w-])volume-plugin-dir=([^\s"',\]]+)""")
 _K3S_ROOT = re.compile(r"""(?<![\w-])root-dir=([^\s"',\]]+)""")
 
 
-def _kubelet_kind(argv):
-    base = os.path.basename(argv[0]) if argv else ""
-    if base == "kubelet" or (base == "hyperkube" and argv[1:2] == ["kubelet"]):
-        return "kubelet"
-    if base == "kubelite":
-        return "microk8s"
-    if base in ("k3s-server", "k3s-agent") or (base == "k3s"
-                                               and argv[1:2] in (["server"], ["agent"])):
-        return "k3s"
-    return None
-
-
 def detect_kubelet(host):
     """Ask the running kubelet(s) where they look for FlexVolume drivers."""
     results = []
     for pid, argv in host.processes():
         if len(argv) == 1:  # k3s hides its arguments with setproctitle: one string
             argv = argv[0].split()
-        kind = _kubelet_kind(argv)
-        if kind == "kubelet":
+        base, verb = (os.path.basename(argv[0]) if argv else ""), argv[1:2]
+        if base == "kubelet" or (base == "hyperkube" and verb == ["kubelet"]):
             results.append(_from_kubelet(host, pid, argv))
-        elif kind == "microk8s":
+        elif base == "kubelite":  # MicroK8s: the kubelet's flags are in a file
             args_file = _last(flag_values(argv, "kubelet-args-file"))
             text = host.read_text(args_file) if args_file else None
             results.append(_from_kubelet(host, pid, (text or "").split(), "MicroK8s kubelite"))
-        elif kind == "k3s":
+        elif base in ("k3s-server", "k3s-agent") or (base == "k3s"
+                                                     and verb in (["server"], ["agent"])):
             results.append(_from_k3s(host, pid, argv))
     for r in results:
         r.plugin_dir = os.path.normpath(r.plugin_dir)
     if len({r.plugin_dir for r in results}) > 1:
-        return KubeletInfo(found=True, conflict="; ".join(
+        return KubeletInfo(conflict="; ".join(
             f"{r.plugin_dir} from {r.source}" for r in results))
     return results[0] if results else KubeletInfo()
 
 
-def _read_in_process_root(host, pid, path):
-    """A file as the process sees it (a containerised kubelet), else on the host."""
-    text = host.read_text(f"/proc/{pid}/root{path}")
-    return text if text is not None else host.read_text(path)
-
-
 def _config_value(host, pid, path):
-    """volumePluginDir from a kubelet config file (YAML or JSON), by a line regex."""
-    found = _CONFIG_KEY.findall(_read_in_process_root(host, pid, path) or "")
-    return found[-1] if found else None
+    """volumePluginDir from a kubelet config file (YAML or JSON), by a line regex; the file
+    as the process sees it (a containerised kubelet), else on the host."""
+    text = host.read_text(f"/proc/{pid}/root{path}")
+    found = _CONFIG_KEY.findall(text if text is not None else host.read_text(path) or "")
+    return _last(found)
 
 
 def _found(info, plugin_dir, source):
@@ -93,7 +77,7 @@ def _found(info, plugin_dir, source):
 
 
 def _from_kubelet(host, pid, argv, what="kubelet"):
-    info = KubeletInfo(found=True, root_dir=_last(flag_values(argv, "root-dir")))
+    info = KubeletInfo(root_dir=_last(flag_values(argv, "root-dir")))
     flag = _last(flag_values(argv, "volume-plugin-dir"))
     if flag:
         return _found(info, flag, f"the running {what}'s --volume-plugin-dir flag (pid {pid})")
@@ -127,7 +111,7 @@ K3S_CONFIG_DROP_INS = "/etc/rancher/k3s/config.yaml.d"
 def _from_k3s(host, pid, argv):
     """k3s runs the kubelet inside its own process: look at --kubelet-arg, in the
     arguments (often hidden by k3s), its config files and its systemd unit."""
-    info = KubeletInfo(found=True)
+    info = KubeletInfo()
     for arg in flag_values(argv, "kubelet-arg"):
         key, _, value = arg.lstrip("-").partition("=")
         if key == "volume-plugin-dir" and value:
@@ -163,7 +147,7 @@ def resolve_plugin_dir(host, plugin_dir, kubelet):
         return kubelet.plugin_dir, kubelet.source or (
             "the kubelet default; no running kubelet was found, pass --plugin-dir if yours "
             "uses another dir")
-    if kubelet.found and not kubelet.conflict and kubelet.plugin_dir != plugin_dir:
+    if kubelet.source and kubelet.plugin_dir != plugin_dir:
         host.warn(f"--plugin-dir {plugin_dir} is not where the running kubelet looks "
                   f"({kubelet.plugin_dir}, from {kubelet.source}); the kubelet will not see "
                   f"the driver unless you change its --volume-plugin-dir too")
