@@ -35,14 +35,14 @@ def install(host, opts, kubelet):
     host.begin("installing")
     check_source(opts.source)
     config = read_config(host)
+    config_existed = os.path.lexists(host.path(config_mod.DEFAULT_PATH))
     nfd = plan_nfd(host, opts, config)
     runtime = plan_runtime(host, opts)
     check_prerequisites(host, opts, need_venv=not runtime.ready)
     plugin_dir, why = resolve_plugin_dir(host, opts.plugin_dir, kubelet)
     check_writable(host, plugin_dir)
     content = render_executable(opts.source, runtime)
-    if kubelet.root_dir and os.path.lexists(host.path(config_mod.DEFAULT_PATH)) \
-            and kubelet.root_dir != config.kubelet_dir:
+    if kubelet.root_dir and config_existed and kubelet.root_dir != config.kubelet_dir:
         host.warn(f"the kubelet runs with --root-dir {kubelet.root_dir} but "
                   f"{config.path} has kubelet_dir = {config.kubelet_dir}; every mount will be "
                   f"refused until kubelet_dir matches")
@@ -54,7 +54,6 @@ def install(host, opts, kubelet):
     host.say(f"volume group {config.volume_group}:")
     apply_volume_group(host, opts, vg_plan)
     host.say("config:")
-    config_existed = os.path.lexists(host.path(config_mod.DEFAULT_PATH))
     install_config(host, kubelet, nfd.path if nfd.requested else "")
     apply_nfd(host, nfd, config_existed)
     host.say("driver:")
@@ -197,5 +196,4 @@ def main(argv=None, *, runner=None, processes=None, which=None, stdout=None, std
         return 1
 
 
-def run():
-    return main()
+run = main  # what install.sh and ``python -m slabvol.install`` call

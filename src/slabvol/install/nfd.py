@@ -100,11 +100,9 @@ def publish_once(host, python, executable, path):
     install step 4); a failure only warns."""
     if os.path.exists(host.path(path)):
         return
-    host.changed(f"published this node's labels to {path} (vol_plugin gc)")
-    if host.dry_run:
-        return
-    result = host.query([python, host.path(executable), "gc"])
-    if result.returncode != 0:
+    result = host.apply(f"published this node's labels to {path} (vol_plugin gc)",
+                        host.query, [python, host.path(executable), "gc"])
+    if result and result.returncode != 0:
         host.warn(f"`vol_plugin gc` did not publish this node's labels (exit "
                   f"{result.returncode}: {(result.stderr.strip() or result.stdout.strip())[:300]}"
                   f"); the driver publishes them after its next mount, unmount or gc. Run "
