@@ -30,14 +30,13 @@ def distro_family(host):
 
 
 def install_hint(host, package_keys):
-    family = distro_family(host)
-    keys = list(dict.fromkeys(package_keys))
-    if family:
-        names = " ".join(dict.fromkeys(PACKAGES[k][family] for k in keys))
+    def command(family):
+        names = " ".join(dict.fromkeys(PACKAGES[key][family] for key in package_keys))
         return f"`{INSTALL_COMMAND[family]} {names}`"
-    deb = " ".join(dict.fromkeys(PACKAGES[k]["debian"] for k in keys))
-    rpm = " ".join(dict.fromkeys(PACKAGES[k]["rhel"] for k in keys))
-    return f"`apt-get install -y {deb}` (Debian, Ubuntu) or `dnf install -y {rpm}` (RHEL, Fedora)"
+    family = distro_family(host)
+    if family:
+        return command(family)
+    return f"{command('debian')} (Debian, Ubuntu) or {command('rhel')} (RHEL, Fedora)"
 
 
 def check_prerequisites(host, opts, need_venv):
