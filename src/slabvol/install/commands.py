@@ -9,7 +9,7 @@ from ..errors import SlabvolError
 from .config_file import install_config, read_config
 from .host import Host, InstallError, UsageError
 from .kubelet import check_writable, detect_kubelet, resolve_plugin_dir
-from .layout import DRIVER_DIR, EXECUTABLE, LOOP_UNIT, MANIFEST, SYMLINK, UNIT_DIR, VENVS
+from .layout import DRIVER_DIR, EXECUTABLE, LOOP_UNIT, LOOP_UNIT_FILE, MANIFEST, SYMLINK, VENVS
 from .nfd import apply_nfd, plan_nfd, publish_once, remove_feature_file
 from .options import parse_args
 from .prereqs import check_prerequisites
@@ -68,7 +68,7 @@ def install(host, opts, kubelet):
     manifest = {"version": __version__, "plugin_dir": plugin_dir, "executable": executable,
                 "python": runtime.python, "venv": runtime.venv, "symlink": SYMLINK,
                 "volume_group": config.volume_group, "loopback_file": loop_file,
-                "loopback_unit": f"{UNIT_DIR}/{LOOP_UNIT}" if loop_file else None}
+                "loopback_unit": LOOP_UNIT_FILE if loop_file else None}
     host.write_file(f"{opts.prefix}/{MANIFEST}", json.dumps(manifest, indent=2, sort_keys=True)
                     + "\n", f"recorded the installation in {opts.prefix}/{MANIFEST}")
 
@@ -124,12 +124,12 @@ def uninstall(host, opts, kubelet):
                   f"Terminating until the driver is back")
 
     host.say("driver:")
-    if not host.remove(executable, f"removed {executable}"):
+    if not host.remove(executable):
         host.same(f"{executable} is not there")
     host.remove_empty_dir(f"{plugin_dir}/{DRIVER_DIR}")
     link = host.path(SYMLINK)
     if os.path.islink(link) and os.readlink(link) == executable:
-        host.remove(SYMLINK, f"removed {SYMLINK}")
+        host.remove(SYMLINK)
     remove_feature_file(host, config)
 
     host.say("runtime:")

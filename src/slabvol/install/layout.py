@@ -15,11 +15,10 @@ DEFAULT_LOOP_FILE = "/var/lib/slabvol/slabvol.img"
 DEFAULT_LOOP_SIZE = "20G"
 MIN_LOOP_SIZE = 512 * 1024 * 1024
 LOOP_UNIT = "slabvol-loopback.service"
-UNIT_DIR = "/etc/systemd/system"
-# Where nfd-worker's local source reads feature files (node-feature-discovery
+LOOP_UNIT_FILE = f"/etc/systemd/system/{LOOP_UNIT}"
+# In the dir nfd-worker's local source reads feature files from (node-feature-discovery
 # source/local/local.go, featureFilesDir; its DaemonSets mount this hostPath).
-NFD_FEATURES_DIR = "/etc/kubernetes/node-feature-discovery/features.d"
-DEFAULT_NFD_FEATURES_FILE = NFD_FEATURES_DIR + "/slabvol"
+DEFAULT_NFD_FEATURES_FILE = "/etc/kubernetes/node-feature-discovery/features.d/slabvol"
 MIN_PYTHON = (3, 9)
 ROOT_ENV = "SLABVOL_ROOT"
 

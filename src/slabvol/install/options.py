@@ -160,10 +160,10 @@ def parse_args(argv, environ=None):
     if o.size and not o.loopback:
         raise UsageError("--size is the size of a --loopback file; it needs --loopback")
     if o.disk:
-        if not _check_path("--disk", o.disk).startswith("/dev/"):
-            raise UsageError(f"--disk {o.disk!r} is not a device path under /dev/ "
+        text, o.disk = o.disk, _check_path("--disk", o.disk)
+        if not o.disk.startswith("/dev/"):
+            raise UsageError(f"--disk {text!r} is not a device path under /dev/ "
                              f"(list the disks with `lsblk`)")
-        o.disk = os.path.normpath(o.disk)
     o.size_given = bool(o.size)
     if o.loopback:
         o.loopback = _check_path("--loopback", o.loopback, safe=SHEBANG)

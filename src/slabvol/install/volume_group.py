@@ -13,7 +13,7 @@ from .. import lvm
 from ..errors import SlabvolError
 from ..slab import Slab
 from .host import InstallError
-from .layout import LOOP_UNIT, MIN_LOOP_SIZE, UNIT_DIR
+from .layout import LOOP_UNIT, LOOP_UNIT_FILE, MIN_LOOP_SIZE
 from .options import human_size
 
 # Room for the metadata of many hundreds of tagged slabs (about 1.5 KiB each, and LVM
@@ -21,7 +21,6 @@ from .options import human_size
 METADATA_SIZE = "64m"
 PARTITION_TABLES = {"gpt", "PMBR", "dos", "atari", "bsd", "sgi", "sun", "mac", "aix",
                     "amiga", "ultrix", "solaris", "minix", "unixware"}
-UNIT = f"{UNIT_DIR}/{LOOP_UNIT}"
 
 
 def _json(result, what):
@@ -285,10 +284,10 @@ def _apply_loop(host, opts, plan):
         if not host.dry_run and host.which("udevadm"):
             host.query(["udevadm", "settle", "--timeout=30"])
 
-    def rollback():
-        if plan.attach and not host.dry_run:
+    def rollback():  # only after a real failure: a dry run makes none
+        if plan.attach:
             host.query(["losetup", "--detach", plan.device])
-        if plan.create_file and not host.dry_run:
+        if plan.create_file:
             os.remove(path)
 
     if plan.action == "activate-loop" and not host.dry_run:
@@ -330,8 +329,8 @@ WantedBy=multi-user.target
 
 
 def install_loop_unit(host, vg, loop_file):
-    fresh = host.write_file(UNIT, loop_unit_text(vg, loop_file),
-                            f"wrote {UNIT} (re-attaches {loop_file} at boot)")
+    fresh = host.write_file(LOOP_UNIT_FILE, loop_unit_text(vg, loop_file),
+                            f"wrote {LOOP_UNIT_FILE} (re-attaches {loop_file} at boot)")
     if not host.has_systemd():
         host.warn(f"systemd is not running here, so nothing re-attaches {loop_file} at boot: "
                   f"run `losetup --find {loop_file} && vgchange --activate y {vg}` at boot "
@@ -359,7 +358,7 @@ def slab_report(host, vg):
 
 
 def unit_loop_file(host):
-    match = re.search(r"^# slabvol-loopback-file: (\S+)$", host.read_text(UNIT) or "",
+    match = re.search(r"^# slabvol-loopback-file: (\S+)$", host.read_text(LOOP_UNIT_FILE) or "",
                       re.MULTILINE)
     return match.group(1) if match else None
 
@@ -382,9 +381,9 @@ def purge_volume_group(host, vg, report, loop_file):
         host.apply(f"removed volume group {vg}", adapter.remove_vg)
         for pv in pvs:
             host.apply(f"removed the LVM label from {pv}", lvm.remove_pv, host.runner, pv)
-    if host.has_systemd() and os.path.exists(host.path(UNIT)):
+    if host.has_systemd() and os.path.exists(host.path(LOOP_UNIT_FILE)):
         host.change(["systemctl", "disable", LOOP_UNIT], f"disabled {LOOP_UNIT}")
-    if host.remove(UNIT) and host.has_systemd():
+    if host.remove(LOOP_UNIT_FILE) and host.has_systemd():
         host.change(["systemctl", "daemon-reload"])
     if loop_file:
         for loop in loops_of(host, loop_file):
