@@ -77,11 +77,9 @@ def install_config(host, kubelet, nfd_features_file=""):
     if os.path.lexists(host.path(path)):
         host.same(f"{path} exists, not touched")
         return
+
+    def absent(tmp):
+        if os.path.lexists(host.path(path)):
+            raise FileExistsError(errno.EEXIST, "not overwritten", host.path(path))
     host.apply(f"wrote default config {path}", write_atomically, host.path(path),
-               default_config_text(kubelet.root_dir, nfd_features_file), 0o644, _absent)
-
-
-def _absent(tmp):
-    path = os.path.join(os.path.dirname(tmp), os.path.basename(config_mod.DEFAULT_PATH))
-    if os.path.lexists(path):
-        raise FileExistsError(errno.EEXIST, "not overwritten", path)
+               default_config_text(kubelet.root_dir, nfd_features_file), 0o644, absent)

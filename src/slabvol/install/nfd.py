@@ -49,13 +49,18 @@ def plan_nfd(host, opts, config):
         value = value.strip()
         if value == opts.nfd:
             return plan
-        where = _line_of_key(text)
+        where = next((n for n, line in enumerate(text.splitlines(), 1)
+                      if _KEY_LINE.match(line)), None)
         raise InstallError(f"{conf}{f' line {where}' if where else ''} already sets {KEY} = "
                            f"{value or '(empty: off)'}; install.sh does not override a setting "
                            f"in the config. To publish to {opts.nfd}, change that line to "
                            f"{add_it}; to keep the setting, drop --nfd. Nothing was changed")
     plan.config_text = with_key(text, opts.nfd)
-    _check_edit(conf, parser, _parse(conf, plan.config_text), opts.nfd)
+    # The edited config must mean what the old one meant, plus the key.
+    expected = {**_settings(parser), (config_mod.SECTION, KEY): opts.nfd}
+    if _settings(_parse(conf, plan.config_text)) != expected:
+        raise InstallError(f"cannot add {add_it} to {conf} automatically; add it to its "
+                           f"[{config_mod.SECTION}] section yourself. Nothing was changed")
     return plan
 
 
@@ -162,20 +167,6 @@ def _parse(conf, text):
 
 def _settings(parser):
     return {(s, k): v for s in parser.sections() for k, v in parser.items(s)}
-
-
-def _check_edit(conf, before, after, path):
-    """The edited config must mean what the old one meant, plus the key."""
-    expected = dict(_settings(before))
-    expected[(config_mod.SECTION, KEY)] = path
-    if _settings(after) != expected:
-        raise InstallError(f"cannot add `{KEY} = {path}` to {conf} automatically; add it to "
-                           f"its [{config_mod.SECTION}] section yourself. Nothing was changed")
-
-
-def _line_of_key(text):
-    return next((n for n, line in enumerate(text.splitlines(), 1) if _KEY_LINE.match(line)),
-                None)
 
 
 def _replace_keeping_mode(path, text):
