@@ -139,21 +139,20 @@ def uninstall(host, opts, kubelet):
     host.remove(f"{opts.prefix}/{MANIFEST}")
     host.remove_empty_dir(opts.prefix)
 
-    problems = []
+    problem = None
     loop_file = manifest.get("loopback_file") or unit_loop_file(host)
     if opts.purge:
         host.say(f"volume group {vg}:")
-        problems += purge_volume_group(host, vg, report, loop_file)
+        problem = purge_volume_group(host, vg, report, loop_file)
         host.say("config:")
-        if problems:  # the config names the volume group the next --purge must find
+        if problem:  # the config names the volume group the next --purge must find
             host.same(f"{config_mod.DEFAULT_PATH} kept until the purge can finish")
         else:
             host.remove(config_mod.DEFAULT_PATH)
             host.remove_empty_dir(os.path.dirname(config_mod.DEFAULT_PATH))
     host.say("")
-    if problems:
-        for problem in problems:
-            host.warn(problem)
+    if problem:
+        host.warn(problem)
         raise InstallError("the purge is incomplete (see the warnings above); the driver and "
                            "the runtime are removed. Deal with what is left, then run "
                            "./install.sh --uninstall --purge again")

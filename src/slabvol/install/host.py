@@ -119,7 +119,21 @@ class Host:
         """[(pid, argv)] of the running processes (injected in tests)."""
         if self._processes is not None:
             return list(self._processes)
-        return read_processes(self.path("/proc"))
+        procs = []
+        try:
+            pids = [name for name in os.listdir(self.path("/proc")) if name.isdigit()]
+        except OSError:
+            return procs
+        for pid in pids:
+            try:
+                with open(self.path(f"/proc/{pid}/cmdline"), "rb") as handle:
+                    raw = handle.read()
+            except OSError:
+                continue
+            argv = [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0") if a]
+            if argv:
+                procs.append((int(pid), argv))
+        return procs
 
     def has_systemd(self):
         return os.path.isdir(self.path("/run/systemd/system"))
@@ -162,23 +176,3 @@ def existing_parent(path):
 def write_atomically(path, text, mode=0o644, check=None):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     replace_file(path, text, mode, durable=True, check=check)
-
-
-def read_processes(proc_dir):
-    procs = []
-    try:
-        names = os.listdir(proc_dir)
-    except OSError:
-        return procs
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(os.path.join(proc_dir, name, "cmdline"), "rb") as handle:
-                raw = handle.read()
-        except OSError:
-            continue
-        argv = [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0") if a]
-        if argv:
-            procs.append((int(name), argv))
-    return procs

@@ -365,7 +365,7 @@ def unit_loop_file(host):
 
 def purge_volume_group(host, vg, report, loop_file):
     """Remove the slabs, then the VG and its PVs' labels if nothing else is in it, then the
-    loop unit and file. Returns what is left, in words."""
+    loop unit and file. Returns what is left, in words (None: nothing)."""
     if report is None:
         host.same(f"no volume group {vg}")
     else:
@@ -374,9 +374,9 @@ def purge_volume_group(host, vg, report, loop_file):
         for slab in slabs:
             host.apply(f"removed slab {vg}/{slab.lv_name}", adapter.remove, slab.lv_name)
         if others:
-            return [f"volume group {vg} also holds logical volumes that are not slabs "
+            return (f"volume group {vg} also holds logical volumes that are not slabs "
                     f"({', '.join(lv.name for lv in others)}); it was kept, and so were its "
-                    f"disk and loop file"]
+                    f"disk and loop file")
         pvs = [pv for pv, owner in lvm.physical_volumes(host.runner).items() if owner == vg]
         host.apply(f"removed volume group {vg}", adapter.remove_vg)
         for pv in pvs:
@@ -390,4 +390,4 @@ def purge_volume_group(host, vg, report, loop_file):
             host.change(["losetup", "--detach", loop], f"detached {loop}")
         if host.remove(loop_file, f"removed the loop file {loop_file}"):
             host.remove_empty_dir(os.path.dirname(loop_file))
-    return []
+    return None
