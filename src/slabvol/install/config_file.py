@@ -8,6 +8,7 @@ import textwrap
 from .. import config as config_mod
 from ..errors import SlabvolError
 from .host import InstallError, write_atomically
+from .nfd import SET_BY
 
 
 # What each config key means, for the default config file (tests keep it complete).
@@ -57,7 +58,7 @@ def default_config_text(kubelet_dir=None, nfd_features_file=""):
             lines += ["# (set by install.sh: the running kubelet's --root-dir)",
                       f"{key} = {kubelet_dir}"]
         elif key == "nfd_features_file" and nfd_features_file:
-            lines += ["# (set by install.sh --nfd)", f"{key} = {nfd_features_file}"]
+            lines += [SET_BY, f"{key} = {nfd_features_file}"]
         else:
             text = f"{value:g}" if isinstance(value, float) else str(value)
             lines.append(f"# {key} = {text}".rstrip())
