@@ -8,7 +8,6 @@ import re
 
 import pytest
 
-from slabvol import slab as S
 from slabvol.errors import CommandError
 from slabvol.lvm import LV_FIELDS, REPORT_FLAGS, VG_FIELDS, parse_report, report_argv
 from slabvol.lvmscan import DEVICES_DEFAULT_ARGV, DEVICES_FILE_ARGV, parse_lvmconfig
@@ -40,11 +39,6 @@ def test_the_fake_returns_results_and_raises_command_errors():
     with pytest.raises(CommandError) as caught:
         node.run(["lvremove", "--yes", "slabvol/nosuch"])
     assert caught.value.stderr == result.stderr
-
-
-def test_the_fake_refuses_argv_it_does_not_know():
-    with pytest.raises(AssertionError):
-        FakeNode().call(["lvcreate", "-L", "10m", "-n", "x", "slabvol"])
 
 
 def vgs(vg, fields=VG_FIELDS + LV_FIELDS):
@@ -132,16 +126,34 @@ def test_umount_errors_look_like_real_util_linux():
     assert_like(node.call(["umount", "/mnt/x"]), "umount_busy")
 
 
-def test_tags_come_back_sorted_without_duplicates():
-    node = FakeNode()
-    argv = ["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--name", "s",
-            "--size", "4194304b", "--addtag", "slabvol.v=1", "--addtag", "slabvol.state=free",
-            "--addtag", "slabvol.v=1", "slabvol"]
-    node.run(argv)
-    text = node.call(vgs("slabvol")).stdout
-    assert json.loads(text)["report"][0]["vg"][0]["lv_tags"] == "slabvol.state=free,slabvol.v=1"
-    _, (lv,) = parse_report(text, "slabvol")
-    assert S.Slab.from_lv(lv).state == S.FREE
+def lv_tags(report):
+    return {lv["lv_name"]: lv["lv_tags"] for lv in json.loads(report)["report"][0]["lv"]}
+
+
+def test_tags_come_back_sorted_and_changed_like_real_lvm():
+    """As captured: slab_aaaa and slab_bbbb created with their tags in the driver's order
+    (lvcreate_slab_aaaa, _bbbb) come back sorted (lvs_three); a --deltag with an --addtag
+    swaps the state tag (lvchange_tag_swap, lvs_after_tag_swap); adding a tag the LV has
+    already succeeds (lvchange_addtag_duplicate)."""
+    node = FakeNode(vg_size=1069547520)
+    for name in ("slab_aaaa", "slab_bbbb"):
+        created = capture(f"lvcreate_{name}")["argv"]
+        tags = [tag for flag, tag in zip(created, created[1:]) if flag == "--addtag"]
+        assert tags != sorted(tags)
+        size_mb = int(created[created.index("-L") + 1].rstrip("m"))
+        node.run(["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--name", name,
+                  "--size", f"{size_mb * 1024 * 1024}b",
+                  *[arg for tag in tags for arg in ("--addtag", tag)], "slabvol"])
+    real = lv_tags(capture("lvs_three")["stdout"])
+    assert lv_tags(node.call(report_argv("slabvol")).stdout) == {
+        name: real[name] for name in ("slab_aaaa", "slab_bbbb")}
+    swap = node.call(capture("lvchange_tag_swap")["argv"])
+    assert_like(swap, "lvchange_tag_swap")
+    assert lv_tags(node.call(report_argv("slabvol")).stdout)["slab_aaaa"] == \
+        lv_tags(capture("lvs_after_tag_swap")["stdout"])["slab_aaaa"]
+    duplicate = node.call(capture("lvchange_addtag_duplicate")["argv"])
+    assert_like(duplicate, "lvchange_addtag_duplicate")
+    assert duplicate.stdout == capture("lvchange_addtag_duplicate")["stdout"]
 
 
 # -- one report per call: lvm fullreport (issue 10 item 3; captured in boot 5) ---------------
