@@ -64,6 +64,7 @@ class InstallNode(FakeNode):
     python_has_slabvol: set = field(default_factory=set)  # interpreters that import slabvol
     init_answer: tuple = None  # None: a correct init; else (rc, stdout)
     init_checked: list = field(default_factory=list)  # (temp file, final file content then)
+    init_flags: list = field(default_factory=list)  # the interpreter's flags of each check
     gc_runs: list = field(default_factory=list)  # the driver executables run with `gc`
     gc_answer: tuple = None  # None: gc succeeds; else (rc, stdout, stderr)
 
@@ -93,8 +94,9 @@ class InstallNode(FakeNode):
         if argv[2:] == ["gc"]:  # the installed driver, run once to publish the NFD labels
             self.gc_runs.append(argv[1])
             return self.gc_answer or (0, "gc: 0 slab(s) repaired, 0 failed\n", "")
-        if argv[2:] == ["init"]:
-            tmp = argv[1]
+        if argv[-1:] == ["init"]:
+            tmp = argv[-2]
+            self.init_flags.append(argv[1:-2])
             assert os.path.basename(tmp).startswith(".vol_plugin."), argv  # a dot-file
             assert os.access(tmp, os.X_OK), "the temp file is executable before the check"
             final = os.path.join(os.path.dirname(tmp), "vol_plugin")
@@ -973,6 +975,18 @@ def test_the_executable_is_installed_atomically_complete_and_executable(env):
     assert final_then is None  # checked before it was put in place
     link = env.path(SYMLINK)
     assert os.readlink(link) == DEFAULT_EXE
+
+
+def test_the_init_check_runs_the_driver_as_the_kubelet_will_with_its_interpreter_flags(env):
+    """The venv's driver runs with -S (vol_plugin adds site-packages itself): checked
+    without it, a driver that only imports through site would pass and then fail every
+    kubelet call. A --python driver keeps site, and is checked with it."""
+    assert env.run("--skip-vg") == 0, env.err
+    assert read(env.path(DEFAULT_EXE)).startswith(f"#!{env.venv_python()} -S\n")
+    assert env.node.init_flags == [["-S"]]
+    env.node.python_has_slabvol.add(sys.executable)
+    assert env.run("--skip-vg", "--python", sys.executable) == 0, env.err
+    assert env.node.init_flags == [["-S"], []]
 
 
 def test_a_new_driver_that_fails_init_does_not_replace_the_old_one(env, monkeypatch):

@@ -180,8 +180,10 @@ def install_executable(host, plugin_dir, content, runtime):
     host.make_dirs(plugin_dir)
     host.make_dirs(driver_dir)
 
+    flags = content.partition("\n")[0].split()[1:]  # the #! line's, as the kubelet runs it
+
     def answers_init(tmp):
-        check = host.query([runtime.interpreter, tmp, "init"])
+        check = host.query([runtime.interpreter, *flags, tmp, "init"])
         try:
             status = json.loads(check.stdout).get("status")
         except (ValueError, AttributeError):
