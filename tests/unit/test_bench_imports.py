@@ -7,8 +7,7 @@ import os
 import subprocess
 import sys
 
-from fakes import pod_uid
-from test_lean_start import run_verbs
+from test_lean_start import mount_and_unmount
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 _spec = importlib.util.spec_from_file_location("bench_imports",
@@ -53,13 +52,7 @@ def test_the_summary_takes_medians_and_counts_the_modules_read_from_files():
 def test_the_mount_case_imports_what_a_mount_imports(tmp_path):
     """Every module a mount and an unmount reach on the fake node (test_lean_start's
     harness): if the driver gains one on its path, the probe must import it too."""
-    uid = pod_uid("probe")
-    mount_dir = tmp_path / "kubelet" / "pods" / uid / "volumes" / "ax~vol_plugin" / "docker"
-    mount_dir.mkdir(parents=True)
-    options = json.dumps({"size_mb": "1024", "kubernetes.io/pod.namespace": "team-a",
-                          "kubernetes.io/pod.uid": uid})
-    codes, reached = run_verbs(tmp_path, [["mount", str(mount_dir), options],
-                                          ["unmount", str(mount_dir)]])
+    codes, reached = mount_and_unmount(tmp_path)
     assert codes == [0, 0]
     code = imports.cases(os.path.join(REPO, "src"))["mount"]
     out = subprocess.run([sys.executable, "-S", "-c",

@@ -118,15 +118,20 @@ def test_init_imports_the_protocol_and_nothing_else(tmp_path):
     assert not modules & (NEVER | {"logging", "configparser", "subprocess"})
 
 
-def test_a_mount_and_an_unmount_import_nothing_only_people_need(tmp_path):
+def mount_and_unmount(tmp_path):
+    """A hit and a release on the fake node: their exit codes and the modules reached."""
     uid = pod_uid("lean")
     mount_dir = tmp_path / "kubelet" / "pods" / uid / "volumes" / "ax~vol_plugin" / "docker"
     mount_dir.mkdir(parents=True)
     options = json.dumps({"size_mb": "1024", "kubernetes.io/pod.namespace": "team-a",
                           "kubernetes.io/pod.uid": uid})
-    codes, modules = run_verbs(tmp_path, [["mount", str(mount_dir), options],
-                                          ["unmount", str(mount_dir)]])
-    assert codes == [0, 0]  # a hit and a release on the fake node
+    return run_verbs(tmp_path, [["mount", str(mount_dir), options],
+                                ["unmount", str(mount_dir)]])
+
+
+def test_a_mount_and_an_unmount_import_nothing_only_people_need(tmp_path):
+    codes, modules = mount_and_unmount(tmp_path)
+    assert codes == [0, 0]
     assert "slabvol.driver" in modules and "slabvol.logs" in modules
     assert not modules & NEVER, sorted(modules & NEVER)
     assert not modules & HEAVY, sorted(modules & HEAVY)
