@@ -66,6 +66,7 @@ class InstallNode(FakeNode):
     init_checked: list = field(default_factory=list)  # (temp file, final file content then)
     init_flags: list = field(default_factory=list)  # the interpreter's flags of each check
     gc_runs: list = field(default_factory=list)  # the driver executables run with `gc`
+    gc_flags: list = field(default_factory=list)  # the interpreter's flags of each gc
     gc_answer: tuple = None  # None: gc succeeds; else (rc, stdout, stderr)
 
     def _handler(self, argv):
@@ -91,8 +92,9 @@ class InstallNode(FakeNode):
             if argv[0] in self.python_has_slabvol:
                 return 0, __version__ + "\n", ""
             return 1, "", "ModuleNotFoundError: No module named 'slabvol'\n"
-        if argv[2:] == ["gc"]:  # the installed driver, run once to publish the NFD labels
-            self.gc_runs.append(argv[1])
+        if argv[-1:] == ["gc"]:  # the installed driver, run once to publish the NFD labels
+            self.gc_runs.append(argv[-2])
+            self.gc_flags.append(argv[1:-2])
             return self.gc_answer or (0, "gc: 0 slab(s) repaired, 0 failed\n", "")
         if argv[-1:] == ["init"]:
             tmp = argv[-2]
@@ -1289,6 +1291,7 @@ def test_nfd_publishes_the_labels_once_so_that_pods_requiring_room_can_come(env)
     env.node.make_vg("/dev/xvdz")
     assert env.run("--nfd") == 0, env.err
     assert env.node.gc_runs == [env.path(DEFAULT_EXE)]
+    assert env.node.gc_flags == [["-S"]]  # run as its #! line runs it
     assert f"changed: published this node's labels to {NFD_FILE} (vol_plugin gc)" in env.out
     write(env.path(NFD_FILE), "slabvol.io/room-mib=8192\n")  # what the driver wrote
     assert env.run("--nfd") == 0, env.err

@@ -60,7 +60,7 @@ def install(host, opts, kubelet):
     executable = install_executable(host, plugin_dir, content, runtime)
     install_symlink(host, executable)
     if nfd.path and vg_plan.action != "skip":
-        publish_once(host, runtime.interpreter, executable, nfd.path)
+        publish_once(host, runtime.driver_argv(host.path(executable), "gc"), nfd.path)
     if runtime.venv:
         remove_old_venvs(host, opts.prefix, runtime.venv)
     previous = read_manifest(host, opts.prefix)

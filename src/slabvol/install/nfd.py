@@ -99,14 +99,14 @@ def make_feature_dir(host, directory):
         host.same(f"{directory} exists")
 
 
-def publish_once(host, python, executable, path):
-    """Run the new driver's ``gc`` once when the feature file is not there yet, so that a
-    pod requiring room can come to a node that has had no mount yet (docs/operations.md,
-    install step 4); a failure only warns."""
+def publish_once(host, gc_argv, path):
+    """Run the new driver's ``gc`` (``gc_argv``) once when the feature file is not there
+    yet, so that a pod requiring room can come to a node that has had no mount yet
+    (docs/operations.md, install step 4); a failure only warns."""
     if os.path.exists(host.path(path)):
         return
     result = host.apply(f"published this node's labels to {path} (vol_plugin gc)",
-                        host.query, [python, host.path(executable), "gc"])
+                        host.query, gc_argv)
     if result and result.returncode != 0:
         host.warn(f"`vol_plugin gc` did not publish this node's labels (exit "
                   f"{result.returncode}: {(result.stderr.strip() or result.stdout.strip())[:300]}"

@@ -69,6 +69,17 @@ class Runtime:
     ready: bool = False
     interpreter: str = ""  # ``python`` as install.sh runs it (under --root)
 
+    @property
+    def flags(self):
+        """The interpreter's flags in the driver's #! line: our venv's python runs with -S
+        (no site: vol_plugin adds the venv's site-packages itself), a --python keeps site."""
+        return ["-S"] if self.venv else []
+
+    def driver_argv(self, executable, *args):
+        """Run the installed driver (a host path) the way its #! line, and so the kubelet,
+        runs it."""
+        return [self.interpreter, *self.flags, executable, *args]
+
 
 def plan_runtime(host, opts):
     if opts.python:
@@ -154,14 +165,13 @@ def remove_old_venvs(host, prefix, keep):
 
 
 def render_executable(source, runtime):
-    """The driver executable for ``runtime``; our venv's python runs with ``-S`` (no site:
-    vol_plugin adds the venv's site-packages itself), a ``--python`` keeps site."""
+    """The driver executable for ``runtime``: vol_plugin under its #! line."""
     with open(os.path.join(source, EXECUTABLE), encoding="utf-8") as handle:
         text = handle.read()
     first, _, rest = text.partition("\n")
     if not first.startswith("#!"):
         raise InstallError(f"{source}/{EXECUTABLE} does not start with a #! line")
-    line = f"#!{runtime.python} -S" if runtime.venv else f"#!{runtime.python}"
+    line = " ".join([f"#!{runtime.python}", *runtime.flags])
     if len(line) > SHEBANG_MAX:
         raise InstallError(f"the interpreter path {runtime.python} is too long for a #! line "
                            f"({len(line)} > {SHEBANG_MAX} characters); use a shorter --prefix")
@@ -180,10 +190,8 @@ def install_executable(host, plugin_dir, content, runtime):
     host.make_dirs(plugin_dir)
     host.make_dirs(driver_dir)
 
-    flags = content.partition("\n")[0].split()[1:]  # the #! line's, as the kubelet runs it
-
     def answers_init(tmp):
-        check = host.query([runtime.interpreter, *flags, tmp, "init"])
+        check = host.query(runtime.driver_argv(tmp, "init"))
         try:
             status = json.loads(check.stdout).get("status")
         except (ValueError, AttributeError):
