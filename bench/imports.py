@@ -29,7 +29,8 @@ import sysconfig
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MOUNT_MODULES = ("slabvol.cli", "slabvol.flex", "slabvol.driver", "slabvol.config")
+MOUNT_MODULES = ("slabvol.cli", "slabvol.flex", "slabvol.request", "slabvol.driver",
+                 "slabvol.config")
 
 
 def package_dir():

@@ -176,22 +176,14 @@ def affinity_block(namespace, size_mb, fs_type, cache_key, require_room, scope):
     """``labels.affinity`` for options checked as the driver checks a pod's."""
     import click
 
-    from . import labels, policy
-    from .filesystems import FILESYSTEMS
+    from . import labels, policy, request
 
-    problems = []
-    if not policy.NAMESPACE.fullmatch(namespace):
-        problems.append(f"--namespace {namespace!r} is not a Kubernetes namespace (a DNS-1123 "
-                        f"label)")
-    if size_mb < 1:
-        problems.append(f"--size-mb {size_mb} is not a positive whole number of MiB")
-    if fs_type not in FILESYSTEMS:
-        problems.append(f"--fs-type {fs_type!r} is not one of {', '.join(FILESYSTEMS)}")
-    elif size_mb < FILESYSTEMS[fs_type].min_mb:
-        problems.append(f"{fs_type} needs --size-mb of at least {FILESYSTEMS[fs_type].min_mb}")
-    if cache_key and not policy.CACHE_KEY.fullmatch(cache_key):
-        problems.append("--cache-key must be 1 to 200 printable ASCII characters without "
-                        "spaces")
+    # the flags as request.problems names them (a person types them: no identity hint)
+    spelling = request.Spelling(option="", where="--size-mb", identity=None,
+                                names={"size_mb": "--size-mb", "fs_type": "--fs-type",
+                                       "cache_key": "--cache-key", "namespace": "--namespace"})
+    problems = request.problems(spelling, str(size_mb), fs_type=fs_type,
+                                cache_key=cache_key, namespace=namespace)
     if scope not in policy.SCOPES:
         problems.append(f"--scope {scope!r} is not one of {', '.join(policy.SCOPES)}")
     if problems:

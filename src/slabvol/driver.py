@@ -44,15 +44,42 @@ def failpoint(name):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-# The kubelet's dir for this driver's volumes: GetPodVolumeDir(uid,
-# EscapeQualifiedNameForDisk("ax/vol_plugin"), volume) in pkg/volume/flexvolume/plugin.go.
-PLUGIN_DIR_NAME = "ax~vol_plugin"
 VOLUME_NAME = policy.NAMESPACE  # a pod's volume name is a DNS-1123 label too
 
 
-def check_mount_dir(path, kubelet_dir):
-    """The pod UID of a mount dir, which must be exactly the path the kubelet makes for a
-    volume of this driver: ``<kubelet_dir>/pods/<pod uid>/volumes/ax~vol_plugin/<volume>``.
+class VolumeDirs(namedtuple("VolumeDirs", "plugin_dir leaf forged")):
+    """Where the kubelet mounts a front end's volumes: ``<kubelet_dir>/pods/<pod uid>/
+    volumes/<plugin_dir>/<volume name>`` and, when ``leaf`` is set, ``/<leaf>`` below it.
+    ``forged``: what a request naming another pod than its dir means there (formatted with
+    ``said`` and ``uid``)."""
+
+    __slots__ = ()
+
+    def pattern(self, prefix):
+        return f"{prefix}<pod uid>/volumes/{self.plugin_dir}/<volume name>" + (
+            f"/{self.leaf}" if self.leaf else "")
+
+
+# FlexVolume: GetPodVolumeDir(uid, EscapeQualifiedNameForDisk("ax/vol_plugin"), volume) in
+# the kubelet's pkg/volume/flexvolume/plugin.go.
+FLEX_DIRS = VolumeDirs(
+    "ax~vol_plugin", "",
+    "the options say kubernetes.io/pod.uid={said!r}, but the kubelet mounts into the volume "
+    "dir of pod {uid}; a pod's flexVolume options must not set kubernetes.io/ keys (they "
+    "override the kubelet's own). Nothing was changed. Remove the key from the pod spec; "
+    "the slabvol admission policy in deploy/ rejects such pods")
+# CSI: GetPodVolumeDir(uid, "kubernetes.io~csi", volume) + "/mount" (pkg/volume/csi,
+# csi_mounter.go getTargetPath and GetCSIMounterPath).
+CSI_DIRS = VolumeDirs(
+    "kubernetes.io~csi", "mount",
+    "the volume attributes say csi.storage.k8s.io/pod.uid={said!r}, but the target path is "
+    "in the dir of pod {uid}; the kubelet sets that key over the pod's own attributes, so "
+    "this request did not come from the kubelet. Nothing was changed")
+
+
+def parse_mount_dir(path, kubelet_dir, dirs=FLEX_DIRS):
+    """(pod UID, volume name) of a mount dir, which must be exactly the path the kubelet
+    makes for a volume of this front end (``dirs``).
 
     The kubelet makes that path from the pod's real UID; a pod cannot choose it. So it is
     the one identity on the node that options written by the pod cannot forge."""
@@ -71,16 +98,23 @@ def check_mount_dir(path, kubelet_dir):
                          f"volume dirs (set kubelet_dir in the slabvol config if the kubelet "
                          f"uses another root dir)")
     parts = path[len(prefix):].split(os.sep)
-    if len(parts) != 4 or parts[1:3] != ["volumes", PLUGIN_DIR_NAME]:
+    want = 5 if dirs.leaf else 4
+    if (len(parts) != want or parts[1:3] != ["volumes", dirs.plugin_dir]
+            or (dirs.leaf and parts[4] != dirs.leaf)):
         raise BadRequest(f"mount dir {path!r} is not a volume dir of this driver "
-                         f"({prefix}<pod uid>/volumes/{PLUGIN_DIR_NAME}/<volume name>)")
+                         f"({dirs.pattern(prefix)})")
     uid, volume = parts[0], parts[3]
     if not policy.POD_UID.fullmatch(uid):
         raise BadRequest(f"mount dir {path!r}: {uid!r} is not a pod UID (a UUID, or 32 hex "
                          f"digits for a static pod)")
     if not VOLUME_NAME.fullmatch(volume):
         raise BadRequest(f"mount dir {path!r}: {volume!r} is not a volume name (a DNS label)")
-    return uid
+    return uid, volume
+
+
+def check_mount_dir(path, kubelet_dir, dirs=FLEX_DIRS):
+    """The pod UID of a mount dir (``parse_mount_dir``)."""
+    return parse_mount_dir(path, kubelet_dir, dirs)[0]
 
 
 def resolve_mount_dir(path, kubelet_dir):
@@ -150,6 +184,16 @@ class Snapshot:
 # What an operation did, for the log, the caller and the metrics. event: hit | miss | noop |
 # release | prune | remove | retire.
 Outcome = namedtuple("Outcome", "message event evicted slab", defaults=("", 0, ""))
+
+
+def record(config, driver, event, evicted=0):
+    """metrics.record, imported only on a node that keeps metrics (off by default): what
+    a front end's call did (``Outcome.event``, or "failure"), and the VG as ``driver`` (None:
+    refused before any LVM command) left it."""
+    if config.metrics_file:
+        from .metrics import record as record_metrics
+
+        record_metrics(config, driver, event, evicted)
 
 
 class GcReport:
@@ -239,15 +283,11 @@ class Driver:
 
     # -- mount ------------------------------------------------------------------------
 
-    def mount(self, mount_dir, request, readonly=False):
-        uid = check_mount_dir(mount_dir, self.config.kubelet_dir)
+    def mount(self, mount_dir, request, readonly=False, dirs=FLEX_DIRS):
+        """Mount a slab for ``request`` on ``mount_dir``, a volume dir of ``dirs``."""
+        uid = check_mount_dir(mount_dir, self.config.kubelet_dir, dirs)
         if request.pod_uid != uid:
-            raise BadRequest(
-                f"the options say kubernetes.io/pod.uid={request.pod_uid!r}, but the kubelet "
-                f"mounts into the volume dir of pod {uid}; a pod's flexVolume options must "
-                f"not set kubernetes.io/ keys (they override the kubelet's own). Nothing was "
-                f"changed. Remove the key from the pod spec; the slabvol admission policy in "
-                f"deploy/ rejects such pods")
+            raise BadRequest(dirs.forged.format(said=request.pod_uid, uid=uid))
         if not os.path.isdir(mount_dir):
             raise BadRequest(f"mount dir {mount_dir} does not exist; the kubelet creates it "
                              f"before calling mount")
@@ -381,8 +421,8 @@ class Driver:
 
     # -- unmount ----------------------------------------------------------------------
 
-    def unmount(self, mount_dir):
-        check_mount_dir(mount_dir, self.config.kubelet_dir)
+    def unmount(self, mount_dir, dirs=FLEX_DIRS):
+        check_mount_dir(mount_dir, self.config.kubelet_dir, dirs)
         with self._locked():
             real_dir = resolve_mount_dir(mount_dir, self.config.kubelet_dir)
             table = self.read_mounts()

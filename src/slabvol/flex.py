@@ -6,7 +6,6 @@ See kubelet's pkg/volume/flexvolume (driver-call.go) for the caller's side.
 """
 
 import json
-import re
 
 from . import DRIVER_NAME
 
@@ -23,9 +22,6 @@ READWRITE_KEY = "kubernetes.io/readwrite"
 NAMESPACE_KEY = "kubernetes.io/pod.namespace"
 POD_UID_KEY = "kubernetes.io/pod.uid"
 
-_POSITIVE_INT = re.compile(r"[1-9][0-9]{0,9}")
-
-
 def result(status, message=None, **extra):
     out = {"status": status}
     if message:
@@ -38,6 +34,16 @@ def exit_code(out):
     return 0 if out.get("status") == SUCCESS else 1
 
 
+def _spelling():
+    from .request import Spelling
+
+    return Spelling(option="option ", where="the flexVolume options of the pod",
+                    names={"fs_type": "fsType", "namespace": NAMESPACE_KEY,
+                           "pod_uid": POD_UID_KEY},
+                    identity="the kubelet always sends one, so a pod's options must have "
+                             "overridden it")
+
+
 def parse_options(text):
     """The pod's request from the kubelet's JSON options. Raises BadRequest.
 
@@ -45,9 +51,7 @@ def parse_options(text):
     logged or stored.
     """
     from .errors import BadRequest
-    from .filesystems import DEFAULT as DEFAULT_FS, FILESYSTEMS
-    from .policy import CACHE_KEY, NAMESPACE, POD_UID, Request
-    from .slab import ANONYMOUS, GRAPH, TYPES
+    from .request import build
 
     try:
         options = json.loads(text)
@@ -64,45 +68,12 @@ def parse_options(text):
         return value
 
     size = get("size_mb", None) if "size_mb" in options else None
-    if size is None:
-        raise BadRequest('option size_mb is missing; add e.g. size_mb: "10240" to the '
-                         "flexVolume options of the pod")
-    if not _POSITIVE_INT.fullmatch(size):
-        raise BadRequest(f"option size_mb={size!r} is not a positive whole number of MiB "
-                         f'(e.g. "10240")')
-    vol_type = get("ax_vol_type", GRAPH) or GRAPH
-    if vol_type not in TYPES:
-        raise BadRequest(f"option ax_vol_type={vol_type!r} is not one of {', '.join(TYPES)}")
-    fs_type = get(FS_TYPE_KEY) or DEFAULT_FS
-    if fs_type not in FILESYSTEMS:
-        raise BadRequest(f"fsType {fs_type!r} is not supported; use one of "
-                         f"{', '.join(FILESYSTEMS)}")
-    if int(size) < FILESYSTEMS[fs_type].min_mb:
-        raise BadRequest(f"{fs_type} needs size_mb of at least {FILESYSTEMS[fs_type].min_mb} "
-                         f"(mkfs refuses smaller filesystems); ask for more or use ext4")
-    cache_key = get("cache_key")
-    if cache_key and not CACHE_KEY.fullmatch(cache_key):
-        raise BadRequest("option cache_key must be 1 to 200 printable ASCII characters "
-                         "without spaces")
+    vol_type, fs_type, cache_key = get("ax_vol_type"), get(FS_TYPE_KEY), get("cache_key")
     readonly = get(READWRITE_KEY, "rw") == "ro"
     namespace, pod_uid = get(NAMESPACE_KEY), get(POD_UID_KEY)
-    if not NAMESPACE.fullmatch(namespace):
-        raise BadRequest(f"{NAMESPACE_KEY}={_shown(namespace)} is not a Kubernetes namespace "
-                         f"(a DNS-1123 label of at most 63 characters); the kubelet always "
-                         f"sends one, so a pod's options must have overridden it")
-    if not POD_UID.fullmatch(pod_uid):
-        raise BadRequest(f"{POD_UID_KEY}={_shown(pod_uid)} is not a pod UID (a UUID); the "
-                         f"kubelet always sends one, so a pod's options must have overridden it")
-    request = Request(size_mb=int(size), fs_type=fs_type, type=vol_type,
-                      namespace=namespace, pod_uid=pod_uid,
-                      cache_key="" if vol_type == ANONYMOUS else cache_key)
+    request = build(_spelling(), size, fs_type=fs_type, vol_type=vol_type,
+                    cache_key=cache_key, namespace=namespace, pod_uid=pod_uid)
     return request, readonly
-
-
-def _shown(value, limit=80):
-    """A value for a message: ASCII only (no control characters or lone surrogates), cut."""
-    text = ascii(value)
-    return text if len(text) <= limit else text[:limit] + "...'"
 
 
 def handle(argv, environ=None):
@@ -125,14 +96,6 @@ def handle(argv, environ=None):
                                f"{type(exc).__name__}: {exc}; details are in the slabvol log")
 
 
-def record(config, driver, event, evicted=0):
-    """metrics.record, imported only on a node that keeps metrics (off by default)."""
-    if config.metrics_file:
-        from .metrics import record as record_metrics
-
-        record_metrics(config, driver, event, evicted)
-
-
 def _log():
     """The protocol's logger, imported by mount and unmount only (init needs none)."""
     from .logs import get
@@ -150,7 +113,7 @@ def _handle_volume_call(verb, args, environ):
         raise BadRequest(f"{verb} takes {want} argument(s), got {len(args)}; usage: {usage}")
     config = config_mod.load(environ=environ)
     configure(config)
-    from .driver import Driver, check_mount_dir
+    from .driver import Driver, check_mount_dir, record
 
     driver = Driver(config)
     log = _log()

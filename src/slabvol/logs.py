@@ -1,4 +1,5 @@
-"""The slabvol log file: every decision, with sizes and timings; never stdout/stderr.
+"""The slabvol log file: every decision, with sizes and timings; never the kubelet's
+stream. (A long-running server, the CSI front end, logs to stderr instead: ``to_stderr``.)
 
 Written on every kubelet call (a new process each), so it stays cheap: the few lines below,
 not the logging package, whose import (with traceback, tokenize, string and weakref) costs
@@ -29,6 +30,12 @@ def configure(config):
         return False
     _file = (config.log_file, config.log_max_bytes)
     return True
+
+
+def to_stderr():
+    """Log to standard error from now on (the CSI server, for ``kubectl logs``)."""
+    global _file
+    _file = (None, 0)
 
 
 class Logger:
@@ -68,6 +75,9 @@ def _write(name, level, message, args, detail=None):
         if detail:
             line += detail + "\n"
         data = line.encode("utf-8", "backslashreplace")
+        if path is None:
+            os.write(2, data)
+            return
         if max_bytes > 0:
             try:
                 if os.stat(path).st_size + len(data) >= max_bytes:

@@ -146,7 +146,7 @@ def test_affinity_names_the_labels_a_node_warm_for_that_key_publishes(human, cap
 @pytest.mark.parametrize("args, message", [
     (["--namespace", "Team_A", "--size-mb", "1024"], "not a Kubernetes namespace"),
     (["--namespace", "a", "--size-mb", "0"], "not a positive whole number"),
-    (["--namespace", "a", "--size-mb", "1024", "--fs-type", "btrfs"], "not one of ext4, xfs"),
+    (["--namespace", "a", "--size-mb", "1024", "--fs-type", "btrfs"], "not supported; use one of ext4, xfs"),
     (["--namespace", "a", "--size-mb", "200", "--fs-type", "xfs"], "at least 300"),
     (["--namespace", "a", "--size-mb", "1024", "--cache-key", "a b"], "printable ASCII"),
     (["--namespace", "a", "--size-mb", "1024", "--scope", "cluster"], "not one of namespace"),
